@@ -1,0 +1,114 @@
+"""The `docker-ovs-plugin` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from docker_ovs_plugin import __version__
+from docker_ovs_plugin.adapters import datapath
+from docker_ovs_plugin.service.errors import PluginError
+from docker_ovs_plugin.settings import DEFAULT_NAME, DEFAULT_OVSDB, PLUGIN_DIR, Settings
+
+LOG = logging.getLogger("docker_ovs_plugin")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="docker-ovs-plugin",
+        description="Docker network driver that attaches containers to Open vSwitch.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="serve the network driver to Docker (foreground, as root)",
+        description="Serve the Docker network driver on a unix socket until SIGTERM/SIGINT.",
+    )
+    serve.add_argument(
+        "--name",
+        default=DEFAULT_NAME,
+        help=f"driver name for `docker network create -d NAME` (default: {DEFAULT_NAME})",
+    )
+    serve.add_argument(
+        "--socket",
+        type=Path,
+        default=None,
+        help=f"socket path (default: {PLUGIN_DIR}/NAME.sock, where Docker looks for plugins)",
+    )
+    serve.add_argument(
+        "--ovsdb",
+        default=DEFAULT_OVSDB,
+        help=f"OVSDB address, e.g. unix:/path/db.sock (default: {DEFAULT_OVSDB})",
+    )
+    serve.add_argument(
+        "--datapath-type",
+        choices=datapath.CHOICES,
+        default="auto",
+        help="OVS datapath for new bridges: system (kernel module), netdev (userspace), or auto: "
+        "system when the openvswitch module is loaded (default: auto)",
+    )
+    serve.add_argument(
+        "--ovsdb-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for an OVSDB transaction before failing the request (default: 10)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="log level; debug logs every request with its timing (default: info)",
+    )
+    return parser
+
+
+def _serve(settings: Settings) -> int:
+    from docker_ovs_plugin import bootstrap  # noqa: PLC0415 (keeps --help free of OVS imports)
+
+    try:
+        app = bootstrap.build(settings)
+    except (PluginError, OSError) as e:
+        LOG.error("cannot start: %s", e)
+        return 1
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        LOG.info("received %s, stopping", signal.Signals(signum).name)
+        # shutdown() waits for serve_forever to return, so it must run on another thread.
+        threading.Thread(target=app.server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        app.server.serve_forever()
+    finally:
+        app.close()
+    LOG.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Library internals (poll loops, netlink dumps) would drown the per-request debug lines.
+    for noisy in ("ovsdbapp", "pyroute2"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    settings = Settings(
+        name=args.name,
+        socket=args.socket,
+        ovsdb=args.ovsdb,
+        datapath_type=args.datapath_type,
+        log_level=args.log_level,
+        ovsdb_timeout=args.ovsdb_timeout,
+    )
+    return _serve(settings)

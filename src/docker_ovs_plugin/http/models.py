@@ -1,0 +1,145 @@
+"""Request bodies of the libnetwork remote driver protocol, validated at the edge.
+
+Field names are Docker's (Go-style capitals). Unknown fields are ignored, as Docker's own decoder
+does; missing required ones and wrong types are refused before anything is changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from ipaddress import IPv4Interface, IPv6Interface
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from docker_ovs_plugin.service.model import Subnet
+
+DockerId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+GENERIC = "com.docker.network.generic"
+INTERNAL = "com.docker.network.internal"
+_MAC_RE = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class IPAMData(_Request):
+    AddressSpace: str = ""
+    Pool: str
+    Gateway: str | None = None
+    AuxAddresses: dict[str, str] | None = None
+
+    def to_subnet(self) -> Subnet | None:
+        """None for the null IPAM's placeholder pool 0.0.0.0/0 (no addresses managed)."""
+        try:
+            pool = ipaddress.ip_network(self.Pool)
+        except ValueError as e:
+            raise ValueError(f"Pool {self.Pool!r}: {e}") from None
+        if pool.prefixlen == 0:
+            return None
+        gateway = None
+        if self.Gateway:
+            try:
+                gw = self.Gateway if "/" in self.Gateway else f"{self.Gateway}/{pool.prefixlen}"
+                gateway = ipaddress.ip_interface(gw)
+            except ValueError as e:
+                raise ValueError(f"Gateway {self.Gateway!r}: {e}") from None
+            if gateway.ip not in pool or gateway.version != pool.version:
+                raise ValueError(f"Gateway {self.Gateway} is not inside pool {self.Pool}")
+        return Subnet(pool=pool, gateway=gateway)
+
+
+class CreateNetworkRequest(_Request):
+    NetworkID: DockerId
+    Options: dict[str, Any] = Field(default_factory=dict)
+    IPv4Data: list[IPAMData] | None = None
+    IPv6Data: list[IPAMData] | None = None
+
+    @field_validator("Options", mode="before")
+    @classmethod
+    def _null_options(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+    @property
+    def generic_options(self) -> dict[str, Any]:
+        generic = self.Options.get(GENERIC) or {}
+        if not isinstance(generic, dict):
+            raise ValueError(f"Options.{GENERIC} must be an object")
+        return generic
+
+    @property
+    def internal(self) -> bool:
+        return self.Options.get(INTERNAL) is True
+
+    def subnets(self, data: list[IPAMData] | None, version: int) -> list[Subnet]:
+        out = []
+        for item in data or []:
+            subnet = item.to_subnet()
+            if subnet is None:
+                continue
+            if subnet.pool.version != version:
+                raise ValueError(f"IPv{version}Data holds an IPv{subnet.pool.version} pool")
+            out.append(subnet)
+        return out
+
+
+class NetworkRequest(_Request):
+    NetworkID: DockerId
+
+
+class EndpointRequest(_Request):
+    NetworkID: DockerId
+    EndpointID: DockerId
+
+
+class EndpointInterface(_Request):
+    Address: str = ""
+    AddressIPv6: str = ""
+    MacAddress: str = ""
+
+    @property
+    def ipv4(self) -> IPv4Interface | None:
+        return IPv4Interface(self.Address) if self.Address else None
+
+    @property
+    def ipv6(self) -> IPv6Interface | None:
+        return IPv6Interface(self.AddressIPv6) if self.AddressIPv6 else None
+
+    @field_validator("Address")
+    @classmethod
+    def _v4(cls, v: str) -> str:
+        if v:
+            IPv4Interface(v)
+        return v
+
+    @field_validator("MacAddress")
+    @classmethod
+    def _mac(cls, v: str) -> str:
+        if v and not _MAC_RE.match(v):
+            raise ValueError(f"{v!r} is not a MAC address like 02:42:0a:00:00:02")
+        return v.lower()
+
+    @field_validator("AddressIPv6")
+    @classmethod
+    def _v6(cls, v: str) -> str:
+        if v:
+            IPv6Interface(v)
+        return v
+
+
+class CreateEndpointRequest(EndpointRequest):
+    Interface: EndpointInterface = Field(default_factory=EndpointInterface)
+    Options: dict[str, Any] | None = None
+
+    @field_validator("Interface", mode="before")
+    @classmethod
+    def _null_interface(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+class JoinRequest(EndpointRequest):
+    SandboxKey: str = ""
+    Options: dict[str, Any] | None = None
