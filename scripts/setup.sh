@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install what is missing on a Debian 12 host (as root), create the virtualenv, and make sure
+# Open vSwitch and Docker are running. Safe to run again: it only does what is not done yet.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$repo/.venv"
+packages=(openvswitch-switch docker.io busybox-static iptables iproute2 python3-venv python3-pip)
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "run me as root: the plugin creates bridges, veths and iptables rules"
+    exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's own Python (3.11 on Debian 12), whatever else is first on PATH.
+if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    /usr/bin/python3 -m venv "$venv"
+fi
+stamp="$venv/.installed-$(sha256sum "$repo/pyproject.toml" | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+    log "installing the plugin and its test tools into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+    rm -f "$venv"/.installed-* && touch "$stamp"
+fi
+
+systemd_running() { [ -d /run/systemd/system ]; }
+
+# Open vSwitch: ovsdb-server and ovs-vswitchd. ovs-ctl works with and without systemd and
+# falls back to the userspace datapath's needs when the kernel has no openvswitch module.
+if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1 \
+    || ! ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1; then
+    log "starting Open vSwitch"
+    if systemd_running; then
+        systemctl start openvswitch-switch
+    else
+        /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null
+    fi
+fi
+ovs-vsctl --timeout=10 wait-until Open_vSwitch . >/dev/null
+
+# Docker.
+if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    if systemd_running; then
+        systemctl start docker
+    else
+        setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+    fi
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 0.5
+    done
+    docker info >/dev/null 2>&1 || { log "dockerd did not start; see /var/log/dockerd.log"; exit 1; }
+fi
+log "ready: Open vSwitch $(ovs-vsctl --version | head -1 | awk '{print $NF}'), Docker $(docker version -f '{{.Server.Version}}')"

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import ipaddress
+
+from docker_ovs_plugin.adapters.iptables import (
+    FORWARD,
+    ISOLATION_1,
+    ISOLATION_2,
+    POSTROUTING,
+    network_comment,
+    network_rules,
+)
+from docker_ovs_plugin.service.model import Network, Subnet
+
+NID = "ab" * 32
+
+
+def test_every_rule_is_tagged_with_the_network() -> None:
+    net = Network(NID, "ovsbr-abababab", 1500, ipv4=(Subnet(ipaddress.ip_network("10.9.0.0/24")),))
+    rules = network_rules(net)
+    assert {(t, c) for t, c, _ in rules} == {
+        ("filter", ISOLATION_1),
+        ("filter", ISOLATION_2),
+        ("filter", FORWARD),
+        ("nat", POSTROUTING),
+    }
+    for _, _, rule in rules:
+        assert rule[-4:] == ("-m", "comment", "--comment", network_comment(NID))
+
+
+def test_masquerade_only_for_ipv4_pools_and_not_inside_the_bridge() -> None:
+    net = Network(
+        NID,
+        "br0",
+        1500,
+        ipv4=(Subnet(ipaddress.ip_network("10.9.0.0/24")),),
+        ipv6=(Subnet(ipaddress.ip_network("fd00::/64")),),
+    )
+    nat = [r for t, _, r in network_rules(net) if t == "nat"]
+    assert nat == [
+        (
+            "-s",
+            "10.9.0.0/24",
+            "!",
+            "-o",
+            "br0",
+            "-j",
+            "MASQUERADE",
+            "-m",
+            "comment",
+            "--comment",
+            network_comment(NID),
+        )
+    ]

@@ -1,0 +1,237 @@
+"""The HTTP protocol layer over a real unix socket, with the driver on in-memory adapters."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docker_ovs_plugin.http.routes import build_routes
+from docker_ovs_plugin.http.server import MAX_BODY, PluginServer
+from docker_ovs_plugin.service.driver import Driver
+
+from .fakes import FakeFirewall, FakeLinks, FakeSwitch
+
+NET = "1" * 64
+EP = "2" * 64
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=5)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(str(self._path))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PluginServer]:
+    driver = Driver(FakeSwitch(), FakeLinks(), FakeFirewall(), datapath_type="netdev")
+    srv = PluginServer(tmp_path / "plugins" / "ovs.sock", build_routes(driver))
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def call(srv: PluginServer, path: str, body: bytes | dict[str, Any] = b"") -> tuple[int, Any]:
+    # Like Docker: no Content-Type, compact JSON with a trailing newline.
+    data = body if isinstance(body, bytes) else (json.dumps(body) + "\n").encode()
+    conn = UnixConnection(srv.socket_path)
+    try:
+        conn.request("POST", path, body=data)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def network_body(**options: str) -> dict[str, Any]:
+    return {
+        "NetworkID": NET,
+        "Options": {"com.docker.network.enable_ipv6": False, "com.docker.network.generic": options},
+        "IPv4Data": [
+            {"AddressSpace": "LocalDefault", "Pool": "10.99.0.0/24", "Gateway": "10.99.0.1/24"}
+        ],
+        "IPv6Data": [],
+    }
+
+
+def test_socket_is_root_only_and_removed_on_close(tmp_path: Path) -> None:
+    driver = Driver(FakeSwitch(), FakeLinks(), FakeFirewall(), datapath_type="netdev")
+    path = tmp_path / "x.sock"
+    srv = PluginServer(path, build_routes(driver))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    srv.server_close()
+    assert not path.exists()
+
+
+def test_stale_socket_is_replaced_but_a_file_is_not(tmp_path: Path) -> None:
+    driver = Driver(FakeSwitch(), FakeLinks(), FakeFirewall(), datapath_type="netdev")
+    stale = tmp_path / "stale.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(stale))
+    s.close()
+    PluginServer(stale, build_routes(driver)).server_close()
+    regular = tmp_path / "file.sock"
+    regular.write_text("x")
+    with pytest.raises(FileExistsError):
+        PluginServer(regular, build_routes(driver))
+
+
+def test_activate_and_capabilities_with_empty_bodies(server: PluginServer) -> None:
+    assert call(server, "/Plugin.Activate") == (200, {"Implements": ["NetworkDriver"]})
+    assert call(server, "/NetworkDriver.GetCapabilities") == (
+        200,
+        {"Scope": "local", "ConnectivityScope": "local"},
+    )
+
+
+def test_unknown_path_is_404_with_err(server: PluginServer) -> None:
+    status, body = call(server, "/NetworkDriver.Frobnicate", {})
+    assert status == 404
+    assert "not implemented" in body["Err"]
+
+
+def test_full_endpoint_sequence_as_docker_sends_it(server: PluginServer) -> None:
+    assert call(server, "/NetworkDriver.CreateNetwork", network_body()) == (200, {})
+    ep = {
+        "NetworkID": NET,
+        "EndpointID": EP,
+        "Interface": {"Address": "10.99.0.2/24", "AddressIPv6": "", "MacAddress": ""},
+        "Options": {
+            "com.docker.network.endpoint.exposedports": [],
+            "com.docker.network.portmap": [],
+        },
+    }
+    status, body = call(server, "/NetworkDriver.CreateEndpoint", ep)
+    assert (status, body) == (200, {"Interface": {"MacAddress": "02:42:0a:63:00:02"}})
+    ids = {"NetworkID": NET, "EndpointID": EP}
+    status, body = call(
+        server,
+        "/NetworkDriver.Join",
+        {**ids, "SandboxKey": "/var/run/docker/netns/abc", "Options": {}},
+    )
+    assert status == 200
+    assert body["InterfaceName"] == {"SrcName": "ovc" + EP[:12], "DstPrefix": "eth"}
+    assert body["Gateway"] == "10.99.0.1"
+    assert call(server, "/NetworkDriver.ProgramExternalConnectivity", {**ids, "Options": {}}) == (
+        200,
+        {},
+    )
+    status, body = call(server, "/NetworkDriver.EndpointOperInfo", ids)
+    assert status == 200
+    assert body["Value"]["port"] == "ovp" + EP[:12]
+    for path in ("RevokeExternalConnectivity", "Leave", "DeleteEndpoint"):
+        assert call(server, f"/NetworkDriver.{path}", ids) == (200, {})
+    assert call(server, "/NetworkDriver.DeleteNetwork", {"NetworkID": NET}) == (200, {})
+
+
+def test_mac_given_by_docker_is_not_echoed(server: PluginServer) -> None:
+    call(server, "/NetworkDriver.CreateNetwork", network_body())
+    ep = {
+        "NetworkID": NET,
+        "EndpointID": EP,
+        "Interface": {"Address": "10.99.0.2/24", "MacAddress": "02:42:0A:63:00:09"},
+    }
+    assert call(server, "/NetworkDriver.CreateEndpoint", ep) == (200, {"Interface": {}})
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "fragment"),
+    [
+        ("/NetworkDriver.CreateNetwork", b"", "empty body"),
+        ("/NetworkDriver.CreateNetwork", b"{not json", "not JSON"),
+        ("/NetworkDriver.CreateNetwork", b"[1]", "JSON object"),
+        ("/NetworkDriver.CreateNetwork", {"NetworkID": "xyz"}, "NetworkID"),
+        (
+            "/NetworkDriver.CreateNetwork",
+            {"NetworkID": NET, "IPv4Data": [{"Pool": "10.0.0.0/33"}]},
+            "Pool",
+        ),
+        (
+            "/NetworkDriver.CreateNetwork",
+            {"NetworkID": NET, "IPv4Data": [{"Pool": "10.0.0.0/24", "Gateway": "10.1.0.1/24"}]},
+            "not inside pool",
+        ),
+        (
+            "/NetworkDriver.CreateNetwork",
+            {"NetworkID": NET, "IPv4Data": [{"Pool": "fd00::/64"}]},
+            "IPv6 pool",
+        ),
+        (
+            "/NetworkDriver.CreateEndpoint",
+            {"NetworkID": NET, "EndpointID": EP, "Interface": {"Address": "10.0.0.300/24"}},
+            "Interface.Address",
+        ),
+        (
+            "/NetworkDriver.CreateEndpoint",
+            {"NetworkID": NET, "EndpointID": EP, "Interface": {"MacAddress": "zz"}},
+            "MacAddress",
+        ),
+        ("/NetworkDriver.Join", {"NetworkID": NET}, "EndpointID"),
+    ],
+)
+def test_malformed_requests_get_400_and_change_nothing(
+    server: PluginServer, path: str, body: bytes | dict[str, Any], fragment: str
+) -> None:
+    status, reply = call(server, path, body)
+    assert status == 400
+    assert fragment in reply["Err"]
+    assert (
+        call(server, "/NetworkDriver.EndpointOperInfo", {"NetworkID": NET, "EndpointID": EP})[0]
+        == 404
+    )
+
+
+def test_bad_option_is_refused_with_a_message(server: PluginServer) -> None:
+    status, body = call(server, "/NetworkDriver.CreateNetwork", network_body(**{"ovs.typo": "1"}))
+    assert status == 400
+    assert "unknown option(s) ovs.typo" in body["Err"]
+
+
+def test_unknown_network_is_404(server: PluginServer) -> None:
+    status, body = call(
+        server,
+        "/NetworkDriver.CreateEndpoint",
+        {"NetworkID": NET, "EndpointID": EP, "Interface": {}},
+    )
+    assert status == 404
+    assert NET[:12] in body["Err"]
+
+
+def test_oversize_body_is_refused_unread(server: PluginServer) -> None:
+    conn = UnixConnection(server.socket_path)
+    try:
+        conn.putrequest("POST", "/NetworkDriver.CreateNetwork")
+        conn.putheader("Content-Length", str(MAX_BODY + 1))
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 413
+        assert "exceeds" in json.loads(resp.read())["Err"]
+    finally:
+        conn.close()
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: PluginServer) -> None:
+    conn = UnixConnection(server.socket_path)
+    try:
+        for _ in range(3):
+            conn.request("POST", "/NetworkDriver.GetCapabilities", body=b"")
+            resp = conn.getresponse()
+            assert resp.status == 200
+            resp.read()
+    finally:
+        conn.close()
