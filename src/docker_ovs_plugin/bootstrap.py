@@ -9,6 +9,7 @@ from typing import Any
 from docker_ovs_plugin.adapters import datapath, ovsdb
 from docker_ovs_plugin.adapters.iptables import IptablesFirewall
 from docker_ovs_plugin.adapters.netlink import NetlinkLinks
+from docker_ovs_plugin.adapters.openflow import OfctlFlows
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import PluginServer
 from docker_ovs_plugin.service.driver import Driver
@@ -43,6 +44,7 @@ def build(settings: Settings) -> App:
             ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout),
             NetlinkLinks(settings.device_timeout),
             firewall,
+            OfctlFlows(settings.rundir),
             datapath_type=dp_type,
         )
         driver.restore()

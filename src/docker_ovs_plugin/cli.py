@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"OVSDB address, e.g. unix:/path/db.sock (default: {DEFAULT_OVSDB})",
     )
     serve.add_argument(
+        "--ovs-rundir",
+        type=Path,
+        default=None,
+        help="Open vSwitch run directory holding BRIDGE.mgmt OpenFlow sockets "
+        "(default: the directory of a unix: --ovsdb socket)",
+    )
+    serve.add_argument(
         "--datapath-type",
         choices=datapath.CHOICES,
         default="auto",
@@ -93,6 +100,10 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.INFO or not record.name.startswith(("ovsdbapp", "pyroute2"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -101,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # Library internals (poll loops, netlink dumps) would drown the per-request debug lines.
-    for noisy in ("ovsdbapp", "pyroute2"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_libraries)
     settings = Settings(
         name=args.name,
         socket=args.socket,
@@ -110,5 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         datapath_type=args.datapath_type,
         log_level=args.log_level,
         ovsdb_timeout=args.ovsdb_timeout,
+        ovs_rundir=args.ovs_rundir,
     )
     return _serve(settings)

@@ -21,6 +21,18 @@ class Settings:
     # How long to wait for ovs-vswitchd to create a bridge's internal device.
     device_timeout: float = 5.0
 
+    # Where ovs-vswitchd keeps the bridges' OpenFlow management sockets (BRIDGE.mgmt).
+    ovs_rundir: Path | None = None
+
+    @property
+    def rundir(self) -> Path:
+        """Given, or beside the OVSDB unix socket (OVS puts both in its run directory)."""
+        if self.ovs_rundir is not None:
+            return self.ovs_rundir
+        if self.ovsdb.startswith("unix:"):
+            return Path(self.ovsdb.removeprefix("unix:")).parent
+        return Path("/var/run/openvswitch")
+
     @property
     def socket_path(self) -> Path:
         return self.socket or PLUGIN_DIR / f"{self.name}.sock"

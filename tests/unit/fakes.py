@@ -5,59 +5,121 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from docker_ovs_plugin.service.driver import Driver
 from docker_ovs_plugin.service.errors import BackendError
-from docker_ovs_plugin.service.model import OWNER, OWNER_KEY, Endpoint, IPInterface, Network
+from docker_ovs_plugin.service.model import (
+    OWNER,
+    OWNER_KEY,
+    Endpoint,
+    IPInterface,
+    Network,
+    network_key,
+    networks_on_bridge,
+    owned,
+)
+from docker_ovs_plugin.service.ports import BridgeState
+
+
+@dataclass
+class FakeBridge:
+    external_ids: dict[str, str]
+    datapath: str = "netdev"
+    uplink: str | None = None
+    trunks: list[int] = field(default_factory=list)
+    gateway_ports: dict[str, int] = field(default_factory=dict)  # name -> tag
 
 
 @dataclass
 class FakeSwitch:
-    bridges: dict[str, dict[str, str]] = field(default_factory=dict)
-    datapaths: dict[str, str] = field(default_factory=dict)
+    bridges: dict[str, FakeBridge] = field(default_factory=dict)
     ports: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)  # name -> bridge
+    port_columns: dict[str, dict[str, object]] = field(default_factory=dict)
     fail_add_port: bool = False
+    foreign_ports: dict[str, str] = field(default_factory=dict)  # port -> bridge not ours
 
     def list_networks(self) -> list[Network]:
         return [
-            Network.from_external_ids(name, ids)
-            for name, ids in self.bridges.items()
-            if ids.get(OWNER_KEY) == OWNER
+            n
+            for name, b in self.bridges.items()
+            if b.external_ids.get(OWNER_KEY) == OWNER
+            for n in networks_on_bridge(name, b.external_ids)
         ]
 
     def list_endpoints(self) -> list[Endpoint]:
         return [Endpoint.from_external_ids(ids) for _, ids in self.ports.values()]
 
-    def bridge_external_ids(self, bridge: str) -> dict[str, str] | None:
-        ids = self.bridges.get(bridge)
-        return None if ids is None else dict(ids)
+    def bridge_state(self, bridge: str) -> BridgeState | None:
+        b = self.bridges.get(bridge)
+        if b is None:
+            return None
+        if b.external_ids.get(OWNER_KEY) != OWNER:
+            return BridgeState(owned=False)
+        return BridgeState(True, networks_on_bridge(bridge, b.external_ids), b.uplink)
 
-    def create_bridge(self, network: Network, datapath_type: str) -> None:
-        if network.bridge in self.bridges:
-            raise BackendError(f"bridge {network.bridge} exists")
-        self.bridges[network.bridge] = network.to_external_ids()
-        self.datapaths[network.bridge] = datapath_type
+    def port_bridge(self, port: str) -> str | None:
+        for name, b in self.bridges.items():
+            if b.uplink == port:
+                return name
+        return self.foreign_ports.get(port)
 
-    def delete_bridge(self, bridge: str) -> None:
-        if self.bridges.get(bridge, {}).get(OWNER_KEY) == OWNER:
-            del self.bridges[bridge]
-            self.ports = {n: p for n, p in self.ports.items() if p[0] != bridge}
+    def add_network(self, network: Network, datapath_type: str, peers: Sequence[Network]) -> None:
+        b = self.bridges.setdefault(network.bridge, FakeBridge(owned(), datapath_type))
+        b.external_ids[network_key(network.network_id)] = network.to_json()
+        if network.vlan is not None and network.host_gateway:
+            b.gateway_ports[network.gateway_port] = network.vlan
+        if b.uplink is None:
+            b.uplink = network.uplink
+        vlans = [n.vlan for n in [*peers, network]]
+        b.trunks = [] if None in vlans else sorted(v for v in vlans if v is not None)
 
-    def add_port(self, bridge: str, endpoint: Endpoint) -> None:
-        if bridge not in self.bridges:
-            raise BackendError(f"no bridge {bridge}")
-        self.ports[endpoint.host_if] = (bridge, endpoint.to_external_ids())
+    def remove_network(self, network: Network, peers: Sequence[Network]) -> None:
+        b = self.bridges.get(network.bridge)
+        if b is None or b.external_ids.get(OWNER_KEY) != OWNER:
+            return
+        if not peers:
+            del self.bridges[network.bridge]
+            self.ports = {n: p for n, p in self.ports.items() if p[0] != network.bridge}
+            return
+        b.external_ids.pop(network_key(network.network_id), None)
+        b.gateway_ports.pop(network.gateway_port, None)
+        vlans = [n.vlan for n in peers]
+        b.trunks = [] if None in vlans else sorted(v for v in vlans if v is not None)
+
+    def add_port(self, network: Network, endpoint: Endpoint) -> None:
+        if network.bridge not in self.bridges:
+            raise BackendError(f"no bridge {network.bridge}")
+        self.ports[endpoint.host_if] = (network.bridge, endpoint.to_external_ids())
+        self.port_columns[endpoint.host_if] = {"tag": network.vlan, "protected": not network.icc}
         if self.fail_add_port:
             raise BackendError("could not open interface")
 
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        bridge, _ = self.ports[endpoint.host_if]
+        self.ports[endpoint.host_if] = (bridge, endpoint.to_external_ids())
+
     def delete_port(self, bridge: str, port: str) -> None:
         self.ports.pop(port, None)
+        self.port_columns.pop(port, None)
 
 
 @dataclass
 class FakeLinks:
     links: dict[str, str] = field(default_factory=dict)  # name -> peer
+    host_devices: set[str] = field(default_factory=lambda: {"eth0", "eth1"})
+    default_route: set[str] = field(default_factory=lambda: {"eth0"})
+    up: set[str] = field(default_factory=set)
     tx_checksum_off: set[str] = field(default_factory=set)
     addresses: dict[str, list[IPInterface]] = field(default_factory=dict)
     fail_bridge_port: bool = False
+
+    def exists(self, name: str) -> bool:
+        return name in self.host_devices or name in self.links
+
+    def default_route_interfaces(self) -> set[str]:
+        return set(self.default_route)
+
+    def set_up(self, name: str) -> None:
+        self.up.add(name)
 
     def create_veth(
         self, host: str, peer: str, *, mtu: int, peer_mac: str, peer_tx_checksum: bool
@@ -82,11 +144,38 @@ class FakeLinks:
 
 
 @dataclass
+class FakeFlows:
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+
+    def install_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        self.endpoints[endpoint.endpoint_id] = endpoint
+
+    def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        self.endpoints.pop(endpoint.endpoint_id, None)
+
+
+@dataclass
 class FakeFirewall:
     networks: dict[str, Network] = field(default_factory=dict)
+    published: dict[str, Endpoint] = field(default_factory=dict)
 
     def add_network(self, network: Network) -> None:
         self.networks[network.network_id] = network
 
     def remove_network(self, network: Network) -> None:
         self.networks.pop(network.network_id, None)
+        self.published = {
+            k: e for k, e in self.published.items() if e.network_id != network.network_id
+        }
+
+    def set_port_mappings(self, network: Network, endpoint: Endpoint) -> None:
+        if endpoint.port_mappings:
+            self.published[endpoint.endpoint_id] = endpoint
+        else:
+            self.published.pop(endpoint.endpoint_id, None)
+
+
+def make_driver(datapath_type: str = "netdev") -> Driver:
+    return Driver(
+        FakeSwitch(), FakeLinks(), FakeFirewall(), FakeFlows(), datapath_type=datapath_type
+    )

@@ -9,9 +9,9 @@ import pytest
 
 from docker_ovs_plugin.service.driver import Driver, mac_for
 from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, NotFound
-from docker_ovs_plugin.service.model import Subnet
+from docker_ovs_plugin.service.model import Endpoint, PortMapping, Subnet
 
-from .fakes import FakeFirewall, FakeLinks, FakeSwitch
+from .fakes import FakeBridge, FakeFirewall, FakeFlows, FakeLinks, FakeSwitch
 
 NET = "a" * 64
 NET2 = "b" * 64
@@ -38,8 +38,15 @@ def firewall() -> FakeFirewall:
 
 
 @pytest.fixture
-def driver(switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall) -> Driver:
-    return Driver(switch, links, firewall, datapath_type="netdev")
+def flows() -> FakeFlows:
+    return FakeFlows()
+
+
+@pytest.fixture
+def driver(
+    switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall, flows: FakeFlows
+) -> Driver:
+    return Driver(switch, links, firewall, flows, datapath_type="netdev")
 
 
 def create(driver: Driver, net: str = NET, **opts: str) -> None:
@@ -50,7 +57,7 @@ def test_create_network_makes_bridge_address_and_rules(
     driver: Driver, switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall
 ) -> None:
     create(driver)
-    assert switch.datapaths == {"ovsbr-aaaaaaaa": "netdev"}
+    assert switch.bridges["ovsbr-aaaaaaaa"].datapath == "netdev"
     assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
     assert set(firewall.networks) == {NET}
 
@@ -83,15 +90,15 @@ def test_failed_plumbing_rolls_back(
 
 
 def test_foreign_bridge_is_not_taken(driver: Driver, switch: FakeSwitch) -> None:
-    switch.bridges["br-ex"] = {}
+    switch.bridges["br-ex"] = FakeBridge({})
     with pytest.raises(Conflict, match="not managed"):
         create(driver, **{"ovs.bridge.name": "br-ex"})
-    assert switch.bridges == {"br-ex": {}}
+    assert switch.bridges == {"br-ex": FakeBridge({})}
 
 
 def test_two_networks_cannot_share_a_bridge(driver: Driver) -> None:
     create(driver, **{"ovs.bridge.name": "br-x"})
-    with pytest.raises(Conflict, match="already used"):
+    with pytest.raises(Conflict, match=r"distinct -o ovs\.vlan"):
         create(driver, NET2, **{"ovs.bridge.name": "br-x"})
 
 
@@ -109,7 +116,7 @@ def test_internal_network_has_no_gateway_nor_rules(
     info = driver.join(NET, EP)
     assert info.gateway is None
     assert info.disable_gateway_service
-    assert links.addresses["ovsbr-aaaaaaaa"] == []
+    assert links.addresses == {}
     assert firewall.networks == {}
 
 
@@ -143,9 +150,9 @@ def test_docker_supplied_mac_is_not_echoed(driver: Driver) -> None:
 
 
 def test_kernel_datapath_keeps_checksum_offload(
-    switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall
+    switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall, flows: FakeFlows
 ) -> None:
-    driver = Driver(switch, links, firewall, datapath_type="system")
+    driver = Driver(switch, links, firewall, flows, datapath_type="system")
     create(driver)
     driver.create_endpoint(NET, EP, ipv4=None, ipv6=None, mac=None)
     assert links.tx_checksum_off == set()
@@ -168,30 +175,33 @@ def test_endpoint_on_unknown_network(driver: Driver) -> None:
 
 
 def test_delete_network_removes_everything(
-    driver: Driver, switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall
+    driver: Driver, switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall, flows: FakeFlows
 ) -> None:
     create(driver)
     driver.create_endpoint(NET, EP, ipv4=None, ipv6=None, mac=None)
     driver.delete_network(NET)
     assert (switch.bridges, switch.ports, links.links, firewall.networks) == ({}, {}, {}, {})
+    assert flows.endpoints == {}
     driver.delete_network(NET)  # idempotent
 
 
 def test_restore_rebuilds_cache_and_plumbing(
-    switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall
+    switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall, flows: FakeFlows
 ) -> None:
-    first = Driver(switch, links, firewall, datapath_type="netdev")
+    first = Driver(switch, links, firewall, flows, datapath_type="netdev")
     create(first)
     first.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.7/24"), ipv6=None, mac=None)
     links.addresses.clear()
     firewall.networks.clear()
+    flows.endpoints.clear()  # as after an ovs-vswitchd restart
 
-    second = Driver(switch, links, firewall, datapath_type="netdev")
+    second = Driver(switch, links, firewall, flows, datapath_type="netdev")
     second.restore()
     assert [n.network_id for n in second.networks()] == [NET]
     assert second.join(NET, EP).gateway == "10.1.0.1"
     assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
     assert set(firewall.networks) == {NET}
+    assert set(flows.endpoints) == {EP}
     second.delete_endpoint(NET, EP)
     assert switch.ports == {}
 
@@ -200,3 +210,163 @@ def test_mac_without_ipv4_is_locally_administered() -> None:
     mac = mac_for(None)
     assert int(mac.split(":")[0], 16) & 0x02
     assert len(mac) == 17
+
+
+# -- modes, VLANs, uplinks, options (issue: network modes) --------------------------------
+
+V6 = Subnet(
+    pool=ipaddress.ip_network("fd00:1::/64"), gateway=ipaddress.ip_interface("fd00:1::1/64")
+)
+
+
+def test_flat_mode_has_no_host_address_and_joins_the_external_gateway(
+    driver: Driver, links: FakeLinks, firewall: FakeFirewall, switch: FakeSwitch
+) -> None:
+    create(driver, **{"ovs.mode": "flat", "ovs.bridge.uplink": "eth1"})
+    driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.9/24"), ipv6=None, mac=None)
+    assert links.addresses == {}
+    assert firewall.networks == {}
+    assert switch.bridges["ovsbr-aaaaaaaa"].uplink == "eth1"
+    assert "eth1" in links.up
+    assert driver.join(NET, EP).gateway == "10.1.0.1"
+
+
+def test_routed_mode_has_gateway_and_no_masquerade(
+    driver: Driver, links: FakeLinks, firewall: FakeFirewall
+) -> None:
+    create(driver, **{"ovs.mode": "routed"})
+    net = firewall.networks[NET]
+    assert net.mode.value == "routed"
+    assert not net.masquerade
+    assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
+
+
+def test_vlan_networks_share_a_bridge_and_uplink(
+    driver: Driver, switch: FakeSwitch, links: FakeLinks
+) -> None:
+    create(driver, **{"ovs.bridge.name": "br-phys", "ovs.vlan": "10", "ovs.bridge.uplink": "eth1"})
+    create(driver, NET2, **{"ovs.bridge.name": "br-phys", "ovs.vlan": "20"})
+    bridge = switch.bridges["br-phys"]
+    assert bridge.trunks == [10, 20]
+    assert bridge.gateway_ports == {"ovg" + NET[:12]: 10, "ovg" + NET2[:12]: 20}
+    assert set(links.addresses) == {"ovg" + NET[:12], "ovg" + NET2[:12]}
+    driver.create_endpoint(NET2, EP, ipv4=None, ipv6=None, mac=None)
+    assert switch.port_columns["ovp" + EP[:12]]["tag"] == 20
+
+    driver.delete_network(NET)
+    assert bridge.trunks == [20]
+    assert list(bridge.gateway_ports) == ["ovg" + NET2[:12]]
+    driver.delete_network(NET2)
+    assert "br-phys" not in switch.bridges
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [({}, {"ovs.vlan": "10"}), ({"ovs.vlan": "10"}, {}), ({"ovs.vlan": "10"}, {"ovs.vlan": "10"})],
+)
+def test_shared_bridge_needs_distinct_vlans(
+    driver: Driver, switch: FakeSwitch, first: dict[str, str], second: dict[str, str]
+) -> None:
+    create(driver, **{"ovs.bridge.name": "br-s", **first})
+    with pytest.raises(Conflict, match="distinct"):
+        create(driver, NET2, **{"ovs.bridge.name": "br-s", **second})
+    assert [n.network_id for n in switch.list_networks()] == [NET]
+
+
+def test_uplink_conflicts(driver: Driver, switch: FakeSwitch) -> None:
+    with pytest.raises(InvalidRequest, match="does not exist"):
+        create(driver, **{"ovs.bridge.uplink": "nosuch0"})
+    with pytest.raises(Conflict, match="default route"):
+        create(driver, **{"ovs.bridge.uplink": "eth0"})
+    switch.foreign_ports["eth1"] = "br-other"
+    with pytest.raises(Conflict, match="already a port of OVS bridge br-other"):
+        create(driver, **{"ovs.bridge.bind_interface": "eth1"})
+    assert switch.bridges == {}
+
+
+def test_second_network_cannot_bring_another_uplink(driver: Driver, links: FakeLinks) -> None:
+    links.host_devices.add("eth2")
+    create(driver, **{"ovs.bridge.name": "br-s", "ovs.vlan": "10", "ovs.bridge.uplink": "eth1"})
+    with pytest.raises(Conflict, match="already has uplink eth1"):
+        create(
+            driver,
+            NET2,
+            **{"ovs.bridge.name": "br-s", "ovs.vlan": "11", "ovs.bridge.uplink": "eth2"},
+        )
+
+
+def test_icc_false_protects_ports(driver: Driver, switch: FakeSwitch) -> None:
+    create(driver, **{"com.docker.network.bridge.enable_icc": "false"})
+    driver.create_endpoint(NET, EP, ipv4=None, ipv6=None, mac=None)
+    assert switch.port_columns["ovp" + EP[:12]]["protected"] is True
+
+
+def test_port_security_can_be_turned_off(driver: Driver, flows: FakeFlows) -> None:
+    create(driver, **{"ovs.port_security": "false"})
+    driver.create_endpoint(NET, EP, ipv4=None, ipv6=None, mac=None)
+    assert flows.endpoints == {}
+
+
+def test_port_security_flows_by_default(driver: Driver, flows: FakeFlows) -> None:
+    create(driver)
+    driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.3/24"), ipv6=None, mac=None)
+    assert set(flows.endpoints) == {EP}
+    driver.delete_endpoint(NET, EP)
+    assert flows.endpoints == {}
+
+
+def test_iface_prefix_and_ipv6_gateway(driver: Driver, links: FakeLinks) -> None:
+    driver.create_network(
+        NET, {"com.docker.network.container_iface_prefix": "ovs"}, [SUBNET], [V6], internal=False
+    )
+    driver.create_endpoint(
+        NET,
+        EP,
+        ipv4=IPv4Interface("10.1.0.4/24"),
+        ipv6=ipaddress.IPv6Interface("fd00:1::4/64"),
+        mac=None,
+    )
+    info = driver.join(NET, EP)
+    assert (info.dst_prefix, info.gateway_ipv6) == ("ovs", "fd00:1::1")
+    assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway, V6.gateway]
+
+
+def test_publish_ports_and_revoke(
+    driver: Driver, firewall: FakeFirewall, switch: FakeSwitch
+) -> None:
+    create(driver)
+    driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.5/24"), ipv6=None, mac=None)
+    driver.create_endpoint(NET, EP2, ipv4=IPv4Interface("10.1.0.6/24"), ipv6=None, mac=None)
+    web = PortMapping("tcp", 80, 8080)
+    driver.program_external(NET, EP, [web])
+    assert firewall.published[EP].port_mappings == (web,)
+    assert Endpoint.from_external_ids(switch.ports["ovp" + EP[:12]][1]).port_mappings == (web,)
+    with pytest.raises(Conflict, match="8080/tcp is already published"):
+        driver.program_external(NET, EP2, [PortMapping("tcp", 81, 8080)])
+    driver.program_external(NET, EP2, [PortMapping("udp", 53, 8080)])  # other protocol: fine
+    driver.revoke_external(NET, EP)
+    assert EP not in firewall.published
+    driver.delete_endpoint(NET, EP2)
+    assert firewall.published == {}
+
+
+def test_publishing_needs_an_explicit_host_port(driver: Driver) -> None:
+    create(driver)
+    driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.5/24"), ipv6=None, mac=None)
+    with pytest.raises(InvalidRequest, match="explicit host port"):
+        driver.program_external(NET, EP, [PortMapping("tcp", 80, 0)])
+
+
+def test_host_binding_option_is_the_default_host_ip(driver: Driver, firewall: FakeFirewall) -> None:
+    create(driver, **{"com.docker.network.bridge.host_binding_ipv4": "198.51.100.1"})
+    driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.5/24"), ipv6=None, mac=None)
+    driver.program_external(NET, EP, [PortMapping("tcp", 80, 8080)])
+    assert str(firewall.published[EP].port_mappings[0].host_ip) == "198.51.100.1"
+
+
+def test_empty_program_on_flat_network_is_fine_but_ports_are_refused(driver: Driver) -> None:
+    create(driver, **{"ovs.mode": "flat"})
+    driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.5/24"), ipv6=None, mac=None)
+    driver.program_external(NET, EP, [])
+    with pytest.raises(InvalidRequest, match="nat or routed"):
+        driver.program_external(NET, EP, [PortMapping("tcp", 80, 8080)])

@@ -17,7 +17,7 @@ NID = "ab" * 32
 
 def test_every_rule_is_tagged_with_the_network() -> None:
     net = Network(NID, "ovsbr-abababab", 1500, ipv4=(Subnet(ipaddress.ip_network("10.9.0.0/24")),))
-    rules = network_rules(net)
+    rules = network_rules(net, 4)
     assert {(t, c) for t, c, _ in rules} == {
         ("filter", ISOLATION_1),
         ("filter", ISOLATION_2),
@@ -36,7 +36,8 @@ def test_masquerade_only_for_ipv4_pools_and_not_inside_the_bridge() -> None:
         ipv4=(Subnet(ipaddress.ip_network("10.9.0.0/24")),),
         ipv6=(Subnet(ipaddress.ip_network("fd00::/64")),),
     )
-    nat = [r for t, _, r in network_rules(net) if t == "nat"]
+    nat = [r for t, _, r in network_rules(net, 4) if t == "nat"]
+    assert [r for t, _, r in network_rules(net, 6) if t == "nat"] == []
     assert nat == [
         (
             "-s",

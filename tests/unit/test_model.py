@@ -6,7 +6,15 @@ from ipaddress import IPv4Interface, IPv6Interface
 import pytest
 
 from docker_ovs_plugin.service import naming
-from docker_ovs_plugin.service.model import CorruptState, Endpoint, Network, Subnet
+from docker_ovs_plugin.service.model import (
+    CorruptState,
+    Endpoint,
+    Network,
+    Subnet,
+    network_key,
+    networks_on_bridge,
+    owned,
+)
 
 EID = "0123456789abcdef" * 4
 
@@ -36,10 +44,9 @@ def test_network_round_trips_through_external_ids() -> None:
         ipv6=(Subnet(ipaddress.ip_network("fd00::/64"), ipaddress.ip_interface("fd00::1/64")),),
         options={"ovs.mtu": "1400"},
     )
-    ids = net.to_external_ids()
+    ids = {**owned(), network_key(EID): net.to_json(), "unrelated": "x"}
     assert ids["owner"] == "docker-ovs-plugin"
-    assert all(isinstance(v, str) for v in ids.values())
-    assert Network.from_external_ids("br0", ids) == net
+    assert networks_on_bridge("br0", ids) == [net]
 
 
 def test_endpoint_round_trips_and_uses_ovs_integration_keys() -> None:
@@ -76,13 +83,9 @@ def test_gateway_for_picks_the_subnet_of_the_address() -> None:
 
 
 @pytest.mark.parametrize(
-    "ids",
-    [
-        {"owner": "docker-ovs-plugin"},
-        {"owner": "docker-ovs-plugin", "docker-ovs:network-id": EID, "docker-ovs:mtu": "x"},
-        {"docker-ovs:network-id": EID, "docker-ovs:mtu": "1500", "docker-ovs:ipv4": "{"},
-    ],
+    "text",
+    ["{", "[]", '{"mtu": "x"}', '{"mtu": 1500, "mode": "bogus"}', '{"mtu": 1500, "ipv4": [{}]}'],
 )
-def test_corrupt_network_ids_are_reported(ids: dict[str, str]) -> None:
+def test_corrupt_network_records_are_reported(text: str) -> None:
     with pytest.raises(CorruptState, match="br0"):
-        Network.from_external_ids("br0", ids)
+        networks_on_bridge("br0", {network_key(EID): text})

@@ -46,7 +46,7 @@ def test_unknown_ovs_option_names_the_supported_ones() -> None:
         parse_network_options({"ovs.x": "1"})
 
 
-@pytest.mark.parametrize("value", [None, True, [1], {"a": 1}])
+@pytest.mark.parametrize("value", [None, 1.5, [1], {"a": 1}])
 def test_non_scalar_values_refused(value: object) -> None:
     with pytest.raises(InvalidRequest, match="must be a string"):
         parse_network_options({"ovs.mtu": value})

@@ -16,9 +16,8 @@ import pytest
 
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import MAX_BODY, PluginServer
-from docker_ovs_plugin.service.driver import Driver
 
-from .fakes import FakeFirewall, FakeLinks, FakeSwitch
+from .fakes import make_driver
 
 NET = "1" * 64
 EP = "2" * 64
@@ -36,7 +35,7 @@ class UnixConnection(http.client.HTTPConnection):
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PluginServer]:
-    driver = Driver(FakeSwitch(), FakeLinks(), FakeFirewall(), datapath_type="netdev")
+    driver = make_driver()
     srv = PluginServer(tmp_path / "plugins" / "ovs.sock", build_routes(driver))
     thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -70,7 +69,7 @@ def network_body(**options: str) -> dict[str, Any]:
 
 
 def test_socket_is_root_only_and_removed_on_close(tmp_path: Path) -> None:
-    driver = Driver(FakeSwitch(), FakeLinks(), FakeFirewall(), datapath_type="netdev")
+    driver = make_driver()
     path = tmp_path / "x.sock"
     srv = PluginServer(path, build_routes(driver))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -79,7 +78,7 @@ def test_socket_is_root_only_and_removed_on_close(tmp_path: Path) -> None:
 
 
 def test_stale_socket_is_replaced_but_a_file_is_not(tmp_path: Path) -> None:
-    driver = Driver(FakeSwitch(), FakeLinks(), FakeFirewall(), datapath_type="netdev")
+    driver = make_driver()
     stale = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(stale))

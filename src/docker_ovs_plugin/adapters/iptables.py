@@ -1,14 +1,15 @@
-"""Forwarding, isolation and masquerade rules in the plugin's own iptables chains.
+"""Forwarding, isolation, masquerade and published ports in the plugin's own iptables chains.
 
 Why the iptables command and not a library: Docker programs the same tables through the iptables
 command (nft or legacy backend, whichever the host selected), and our ACCEPTs must sit in that same
 FORWARD chain to get past the DROP policy Docker sets. python-iptables only speaks the legacy
 backend. Arguments are lists built from validated values; no shell is involved.
 
-Layout (filter table):  FORWARD -> OVS-PLUGIN-FORWARD -> OVS-PLUGIN-ISOLATION-1 -> ...-2
-                        (nat table):  POSTROUTING -> OVS-PLUGIN-POSTROUTING
-Every per-network rule carries the comment "docker-ovs-plugin:<network id>", which is how
-remove_network finds exactly the rules a network added.
+Layout (filter):  FORWARD -> OVS-PLUGIN-FORWARD -> OVS-PLUGIN-ISOLATION-1 -> ...-2
+         (nat):   POSTROUTING -> OVS-PLUGIN-POSTROUTING;  PREROUTING, OUTPUT -> OVS-PLUGIN-DNAT
+IPv6 networks get the same filter chains through ip6tables (routed, not masqueraded).
+Every per-network rule carries the comment "docker-ovs-plugin:<network id>", every per-endpoint
+rule "docker-ovs-plugin:<network id>:<endpoint id>", which is how rules are found for removal.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from docker_ovs_plugin.service.errors import BackendError
-from docker_ovs_plugin.service.model import Network
+from docker_ovs_plugin.service.model import Endpoint, Network
+from docker_ovs_plugin.service.options import Mode
 
 LOG = logging.getLogger(__name__)
 
@@ -28,106 +30,222 @@ FORWARD = "OVS-PLUGIN-FORWARD"
 ISOLATION_1 = "OVS-PLUGIN-ISOLATION-1"
 ISOLATION_2 = "OVS-PLUGIN-ISOLATION-2"
 POSTROUTING = "OVS-PLUGIN-POSTROUTING"
+DNAT = "OVS-PLUGIN-DNAT"
 COMMENT_PREFIX = "docker-ovs-plugin"
 
-_IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+_FILTER_CHAINS = (ISOLATION_1, ISOLATION_2, FORWARD)
+_FORWARDING = {
+    4: Path("/proc/sys/net/ipv4/ip_forward"),
+    6: Path("/proc/sys/net/ipv6/conf/all/forwarding"),
+}
 
 Rule = tuple[str, ...]
+TableRule = tuple[str, str, Rule]  # (table, chain, rule)
 
 
 def network_comment(network_id: str) -> str:
     return f"{COMMENT_PREFIX}:{network_id[:12]}"
 
 
-def network_rules(network: Network) -> list[tuple[str, str, Rule]]:
-    """(table, chain, rule) for one network; the rule ends with its comment match."""
-    br = network.bridge
-    tag = ("-m", "comment", "--comment", network_comment(network.network_id))
-    rules: list[tuple[str, str, Rule]] = [
-        # Isolation first: traffic leaving this bridge for another ovs bridge is dropped.
-        ("filter", ISOLATION_1, ("-i", br, "!", "-o", br, "-j", ISOLATION_2, *tag)),
-        ("filter", ISOLATION_2, ("-o", br, "-j", "DROP", *tag)),
-        ("filter", FORWARD, ("-i", br, "-j", "ACCEPT", *tag)),
-        (
-            "filter",
-            FORWARD,
-            ("-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT", *tag),
-        ),
+def endpoint_comment(network_id: str, endpoint_id: str) -> str:
+    return f"{network_comment(network_id)}:{endpoint_id[:12]}"
+
+
+def _tag(comment: str) -> Rule:
+    return ("-m", "comment", "--comment", comment)
+
+
+def network_rules(network: Network, family: int) -> list[TableRule]:
+    """The rules of one network for one IP family; each ends with its comment match."""
+    gw = network.gateway_port
+    tag = _tag(network_comment(network.network_id))
+    rules: list[TableRule] = [
+        # Isolation first: traffic leaving this network for another ovs network is dropped.
+        ("filter", ISOLATION_1, ("-i", gw, "!", "-o", gw, "-j", ISOLATION_2, *tag)),
+        ("filter", ISOLATION_2, ("-o", gw, "-j", "DROP", *tag)),
+        ("filter", FORWARD, ("-i", gw, "-j", "ACCEPT", *tag)),
     ]
-    for subnet in network.ipv4:
-        pool = str(subnet.pool)
-        rules.append(("nat", POSTROUTING, ("-s", pool, "!", "-o", br, "-j", "MASQUERADE", *tag)))
+    if network.mode is Mode.ROUTED:
+        rules.append(("filter", FORWARD, ("-o", gw, "-j", "ACCEPT", *tag)))
+    else:
+        rules.append(
+            (
+                "filter",
+                FORWARD,
+                (
+                    "-o",
+                    gw,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "RELATED,ESTABLISHED",
+                    "-j",
+                    "ACCEPT",
+                    *tag,
+                ),
+            )
+        )
+    if family == 4 and network.masquerade:
+        for subnet in network.ipv4:
+            pool = str(subnet.pool)
+            rules.append(
+                ("nat", POSTROUTING, ("-s", pool, "!", "-o", gw, "-j", "MASQUERADE", *tag))
+            )
+    return rules
+
+
+def port_mapping_rules(network: Network, endpoint: Endpoint) -> list[TableRule]:
+    """DNAT and forward rules of an endpoint's published ports (IPv4)."""
+    if endpoint.ipv4 is None:
+        return []
+    tag = _tag(endpoint_comment(network.network_id, endpoint.endpoint_id))
+    cip = str(endpoint.ipv4.ip)
+    rules: list[TableRule] = []
+    for m in endpoint.port_mappings:
+        dest = ("-d", str(m.host_ip)) if m.host_ip else ()
+        rules.append(
+            (
+                "nat",
+                DNAT,
+                (
+                    "-p",
+                    m.proto,
+                    *dest,
+                    "--dport",
+                    str(m.host_port),
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    f"{cip}:{m.container_port}",
+                    *tag,
+                ),
+            )
+        )
+        rules.append(
+            (
+                "filter",
+                FORWARD,
+                (
+                    "-d",
+                    f"{cip}/32",
+                    "-o",
+                    network.gateway_port,
+                    "-p",
+                    m.proto,
+                    "--dport",
+                    str(m.container_port),
+                    "-j",
+                    "ACCEPT",
+                    *tag,
+                ),
+            )
+        )
     return rules
 
 
 class IptablesFirewall:
-    def __init__(self, binary: str = "iptables", timeout: float = 10.0) -> None:
-        self._binary = binary
+    def __init__(self, timeout: float = 10.0) -> None:
         self._timeout = timeout
 
-    def _run(self, table: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [self._binary, "-w", "5", "-t", table, *args]
+    def _run(
+        self, family: int, table: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        binary = "iptables" if family == 4 else "ip6tables"
+        argv = [binary, "-w", "5", "-t", table, *args]
         try:
             result = subprocess.run(
                 argv, capture_output=True, text=True, timeout=self._timeout, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise BackendError(f"iptables did not run: {e}") from e
+            raise BackendError(f"{binary} did not run: {e}") from e
         if check and result.returncode != 0:
             raise BackendError(
-                f"iptables {' '.join(args)} failed: {result.stderr.strip() or result.returncode}"
+                f"{binary} -t {table} {' '.join(args)} failed: "
+                f"{result.stderr.strip() or result.returncode}"
             )
         return result
 
-    def _exists(self, table: str, chain: str, rule: Sequence[str]) -> bool:
-        return self._run(table, "-C", chain, *rule, check=False).returncode == 0
+    def _exists(self, family: int, table: str, chain: str, rule: Sequence[str]) -> bool:
+        return self._run(family, table, "-C", chain, *rule, check=False).returncode == 0
 
-    def _ensure_chain(self, table: str, chain: str) -> None:
-        if self._run(table, "-S", chain, check=False).returncode != 0:
-            self._run(table, "-N", chain)
+    def _ensure_chain(self, family: int, table: str, chain: str) -> None:
+        if self._run(family, table, "-S", chain, check=False).returncode != 0:
+            self._run(family, table, "-N", chain)
 
-    def _ensure_jump(self, table: str, chain: str, target: str) -> None:
-        if not self._exists(table, chain, ("-j", target)):
-            self._run(table, "-I", chain, "1", "-j", target)
+    def _ensure_jump(self, family: int, table: str, chain: str, *rule: str) -> None:
+        if not self._exists(family, table, chain, rule):
+            self._run(family, table, "-I", chain, "1", *rule)
 
-    def setup(self) -> None:
+    def setup(self, family: int = 4) -> None:
         """The shared chains and the jumps into them; rules of networks are added later."""
-        for chain in (FORWARD, ISOLATION_1, ISOLATION_2):
-            self._ensure_chain("filter", chain)
-        self._ensure_chain("nat", POSTROUTING)
-        self._ensure_jump("filter", FORWARD, ISOLATION_1)
-        self._ensure_jump("filter", "FORWARD", FORWARD)
-        self._ensure_jump("nat", "POSTROUTING", POSTROUTING)
+        for chain in _FILTER_CHAINS:
+            self._ensure_chain(family, "filter", chain)
+        self._ensure_jump(family, "filter", FORWARD, "-j", ISOLATION_1)
+        # Published ports are reachable from other ovs networks too: DNATed traffic skips
+        # isolation, and only the forward rule of that very port accepts it.
+        self._ensure_jump(
+            family, "filter", ISOLATION_1, "-m", "conntrack", "--ctstate", "DNAT", "-j", "RETURN"
+        )
+        self._ensure_jump(family, "filter", "FORWARD", "-j", FORWARD)
+        if family == 4:
+            for chain in (POSTROUTING, DNAT):
+                self._ensure_chain(family, "nat", chain)
+            self._ensure_jump(family, "nat", "POSTROUTING", "-j", POSTROUTING)
+            local = ("-m", "addrtype", "--dst-type", "LOCAL")
+            self._ensure_jump(family, "nat", "PREROUTING", *local, "-j", DNAT)
+            self._ensure_jump(family, "nat", "OUTPUT", "!", "-d", "127.0.0.0/8", *local, "-j", DNAT)
+
+    def _ensure_rules(self, family: int, rules: Sequence[TableRule]) -> None:
+        for table, chain, rule in rules:
+            if not self._exists(family, table, chain, rule):
+                self._run(family, table, "-A", chain, *rule)
+
+    def _families(self, network: Network) -> list[int]:
+        return [4] + ([6] if network.ipv6 else [])
 
     def add_network(self, network: Network) -> None:
-        self.setup()  # cheap checks; survives someone flushing the tables meanwhile
-        for table, chain, rule in network_rules(network):
-            if not self._exists(table, chain, rule):
-                self._run(table, "-A", chain, *rule)
-        if network.ipv4:
-            _enable_ip_forward()
+        for family in self._families(network):
+            self.setup(family)  # cheap checks; survives someone flushing the tables meanwhile
+            self._ensure_rules(family, network_rules(network, family))
+            if network.ipv4 if family == 4 else network.ipv6:
+                _enable_forwarding(family)
 
     def remove_network(self, network: Network) -> None:
-        comment = network_comment(network.network_id)
-        for table, chain in (
-            ("filter", ISOLATION_1),
-            ("filter", ISOLATION_2),
-            ("filter", FORWARD),
-            ("nat", POSTROUTING),
-        ):
-            listing = self._run(table, "-S", chain, check=False)
+        for family in (4, 6):
+            self._remove_tagged(family, network_comment(network.network_id), prefix=True)
+
+    def set_port_mappings(self, network: Network, endpoint: Endpoint) -> None:
+        comment = endpoint_comment(network.network_id, endpoint.endpoint_id)
+        wanted = port_mapping_rules(network, endpoint)
+        self._remove_tagged(4, comment, prefix=False)
+        if wanted:
+            self.setup(4)
+            self._ensure_rules(4, wanted)
+
+    def _remove_tagged(self, family: int, comment: str, *, prefix: bool) -> None:
+        """Delete the rules tagged `comment` (and, with prefix, those tagged `comment:*`)."""
+        chains = [("filter", c) for c in _FILTER_CHAINS]
+        if family == 4:
+            chains += [("nat", POSTROUTING), ("nat", DNAT)]
+        for table, chain in chains:
+            listing = self._run(family, table, "-S", chain, check=False)
             if listing.returncode != 0:
                 continue  # chain absent: nothing of ours there
             for line in listing.stdout.splitlines():
                 words = shlex.split(line)  # parses iptables' own output; nothing is executed
-                if words[:2] == ["-A", chain] and comment in words:
-                    self._run(table, "-D", chain, *words[2:])
+                if words[:2] != ["-A", chain] or "--comment" not in words:
+                    continue
+                found = words[words.index("--comment") + 1]
+                if found != comment and not (prefix and found.startswith(comment + ":")):
+                    continue
+                self._run(family, table, "-D", chain, *words[2:])
 
 
-def _enable_ip_forward() -> None:
+def _enable_forwarding(family: int) -> None:
+    path = _FORWARDING[family]
     try:
-        if _IP_FORWARD.read_text().strip() != "1":
-            _IP_FORWARD.write_text("1\n")
-            LOG.info("enabled IPv4 forwarding")
+        if path.read_text().strip() != "1":
+            path.write_text("1\n")
+            LOG.info("enabled IPv%d forwarding", family)
     except OSError as e:
-        raise BackendError(f"cannot enable IPv4 forwarding: {e}") from e
+        raise BackendError(f"cannot enable IPv{family} forwarding: {e}") from e

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from docker_ovs_plugin.service.model import IPInterface
 LOG = logging.getLogger(__name__)
 
 _POLL_INTERVAL = 0.02
+_IFA_F_NODAD = 0x02
+_MAIN = 254  # the main routing table
 
 
 @contextmanager
@@ -54,6 +57,34 @@ def _delete(ipr: Any, name: str) -> None:
 class NetlinkLinks:
     def __init__(self, wait_timeout: float) -> None:
         self._wait_timeout = wait_timeout
+
+    def exists(self, name: str) -> bool:
+        with _iproute(f"looking up {name}") as ipr:
+            return _index(ipr, name) is not None
+
+    def default_route_interfaces(self) -> set[str]:
+        with _iproute("reading the routing table") as ipr:
+            oifs: set[int] = set()
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for route in ipr.route("dump", family=family):
+                    if route["dst_len"] != 0 or route.get("RTA_TABLE", route["table"]) != _MAIN:
+                        continue
+                    if route.get("RTA_OIF") is not None:
+                        oifs.add(int(route.get("RTA_OIF")))
+                    for hop in route.get("RTA_MULTIPATH") or []:
+                        oifs.add(int(hop["oif"]))
+            names = set()
+            for index in oifs:
+                links = ipr.link("get", index=index)
+                names.add(str(links[0].get("IFLA_IFNAME")))
+            return names
+
+    def set_up(self, name: str) -> None:
+        with _iproute(f"bringing {name} up") as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                raise BackendError(f"interface {name} does not exist")
+            ipr.link("set", index=index, state="up")
 
     def create_veth(
         self, host: str, peer: str, *, mtu: int, peer_mac: str, peer_tx_checksum: bool
@@ -98,6 +129,8 @@ class NetlinkLinks:
                         index=index,
                         address=str(address.ip),
                         prefixlen=address.network.prefixlen,
+                        # An IPv6 gateway must answer at once, not after duplicate detection.
+                        flags=_IFA_F_NODAD if address.version == 6 else 0,
                     )
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:

@@ -7,7 +7,7 @@ Only rows that carry our owner tag are ever changed or deleted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -17,12 +17,18 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 from docker_ovs_plugin.service.errors import BackendError
 from docker_ovs_plugin.service.model import (
+    NETWORK_ID_KEY,
     OWNER,
     OWNER_KEY,
+    ROLE_KEY,
     CorruptState,
     Endpoint,
     Network,
+    network_key,
+    networks_on_bridge,
+    owned,
 )
+from docker_ovs_plugin.service.ports import BridgeState
 
 LOG = logging.getLogger(__name__)
 
@@ -73,59 +79,150 @@ class OvsdbSwitch:
         networks = []
         for row in self._find("Bridge", _OWNED):
             try:
-                networks.append(Network.from_external_ids(row.name, dict(row.external_ids)))
+                networks.extend(networks_on_bridge(row.name, dict(row.external_ids)))
             except CorruptState:
-                LOG.exception("ignoring bridge %s", row.name)
+                LOG.exception("ignoring networks of bridge %s", row.name)
         return networks
 
     def list_endpoints(self) -> list[Endpoint]:
         endpoints = []
         for row in self._find("Interface", _OWNED):
+            if "iface-id" not in row.external_ids:
+                continue  # gateway ports are ours too, but are not endpoints
             try:
                 endpoints.append(Endpoint.from_external_ids(dict(row.external_ids)))
             except CorruptState:
                 LOG.exception("ignoring interface %s", row.name)
         return endpoints
 
-    def bridge_external_ids(self, bridge: str) -> dict[str, str] | None:
+    def bridge_state(self, bridge: str) -> BridgeState | None:
         row = self._row("Bridge", bridge)
-        return None if row is None else dict(row.external_ids)
+        if row is None:
+            return None
+        ids = dict(row.external_ids)
+        if ids.get(OWNER_KEY) != OWNER:
+            return BridgeState(owned=False)
+        uplinks = [p.name for p in row.ports if p.external_ids.get(ROLE_KEY) == UPLINK_ROLE]
+        return BridgeState(
+            owned=True,
+            networks=networks_on_bridge(bridge, ids),
+            uplink=uplinks[0] if uplinks else None,
+        )
+
+    def port_bridge(self, port: str) -> str | None:
+        row = self._row("Port", port)
+        if row is None:
+            return None
+        for bridge in self._find("Bridge"):
+            if any(p.uuid == row.uuid for p in bridge.ports):
+                return str(bridge.name)
+        return None
 
     # -- writes --------------------------------------------------------------------------------
 
-    def create_bridge(self, network: Network, datapath_type: str) -> None:
+    def add_network(self, network: Network, datapath_type: str, peers: Sequence[Network]) -> None:
         api = self._api
-        name = network.bridge
-        with self._errors(f"creating bridge {name}"):
+        br = network.bridge
+        state = self.bridge_state(br)
+        with self._errors(f"setting up bridge {br}"):
             with api.transaction(check_error=True) as txn:
-                txn.add(api.add_br(name, may_exist=False, datapath_type=datapath_type))
-                txn.add(api.db_set("Bridge", name, ("external_ids", network.to_external_ids())))
-                # The bridge's own internal port is the gateway; give it the network's MTU.
-                txn.add(api.db_set("Interface", name, ("mtu_request", network.mtu)))
-            self._check_interface(name)
+                if state is None:
+                    txn.add(api.add_br(br, may_exist=False, datapath_type=datapath_type))
+                    txn.add(api.db_set("Bridge", br, ("external_ids", owned())))
+                    # The bridge's own internal port may be the gateway: give it the MTU.
+                    txn.add(api.db_set("Interface", br, ("mtu_request", network.mtu)))
+                txn.add(
+                    api.db_set(
+                        "Bridge",
+                        br,
+                        ("external_ids", {network_key(network.network_id): network.to_json()}),
+                    )
+                )
+                if network.vlan is not None and network.host_gateway:
+                    port = network.gateway_port
+                    ids = owned({ROLE_KEY: GATEWAY_ROLE, NETWORK_ID_KEY: network.network_id})
+                    txn.add(api.add_port(br, port, may_exist=True))
+                    txn.add(api.db_set("Port", port, ("tag", network.vlan), ("external_ids", ids)))
+                    txn.add(
+                        api.db_set(
+                            "Interface",
+                            port,
+                            ("type", "internal"),
+                            ("mtu_request", network.mtu),
+                            ("external_ids", ids),
+                        )
+                    )
+                uplink = state.uplink if state and state.uplink else network.uplink
+                if uplink is not None:
+                    if state is None or state.uplink is None:
+                        txn.add(api.add_port(br, uplink, may_exist=False))
+                        txn.add(
+                            api.db_set(
+                                "Port", uplink, ("external_ids", owned({ROLE_KEY: UPLINK_ROLE}))
+                            )
+                        )
+                    txn.add(api.db_set("Port", uplink, ("trunks", _trunks([*peers, network]))))
+            if network.vlan is not None and network.host_gateway:
+                self._check_interface(network.gateway_port)
+            if network.uplink is not None and (state is None or state.uplink is None):
+                self._check_interface(network.uplink)
+            self._check_interface(br)
 
-    def delete_bridge(self, bridge: str) -> None:
-        row = self._row("Bridge", bridge)
-        if row is None:
+    def remove_network(self, network: Network, peers: Sequence[Network]) -> None:
+        api = self._api
+        br = network.bridge
+        state = self.bridge_state(br)
+        if state is None:
             return
-        if row.external_ids.get(OWNER_KEY) != OWNER:
-            LOG.warning("not deleting bridge %s: it is not managed by %s", bridge, OWNER)
+        if not state.owned:
+            LOG.warning("not touching bridge %s: it is not managed by %s", br, OWNER)
             return
-        with self._errors(f"deleting bridge {bridge}"):
-            self._api.del_br(bridge, if_exists=True).execute(check_error=True)
+        with self._errors(f"removing network {network.network_id[:12]} from bridge {br}"):
+            if not peers:
+                api.del_br(br, if_exists=True).execute(check_error=True)
+                return
+            with api.transaction(check_error=True) as txn:
+                txn.add(
+                    api.db_remove(
+                        "Bridge",
+                        br,
+                        "external_ids",
+                        network_key(network.network_id),
+                        if_exists=True,
+                    )
+                )
+                if network.vlan is not None and network.host_gateway:
+                    txn.add(api.del_port(network.gateway_port, bridge=br, if_exists=True))
+                if state.uplink is not None:
+                    txn.add(api.db_set("Port", state.uplink, ("trunks", _trunks(peers))))
 
-    def add_port(self, bridge: str, endpoint: Endpoint) -> None:
+    def add_port(self, network: Network, endpoint: Endpoint) -> None:
         api = self._api
         name = endpoint.host_if
         ids = endpoint.to_external_ids()
-        with self._errors(f"adding port {name} to bridge {bridge}"):
+        port_columns: list[tuple[str, Any]] = [("external_ids", ids)]
+        if network.vlan is not None:
+            port_columns.append(("tag", network.vlan))
+        if not network.icc:
+            # OVS's protected ports never forward to each other: containers reach only the
+            # gateway and the uplink, which stay unprotected.
+            port_columns.append(("protected", True))
+        with self._errors(f"adding port {name} to bridge {network.bridge}"):
             with api.transaction(check_error=True) as txn:
                 # may_exist: a plugin killed mid-request may have left the port; the db_set
                 # calls below re-apply what add_port skips for an existing port.
-                txn.add(api.add_port(bridge, name, may_exist=True))
-                txn.add(api.db_set("Port", name, ("external_ids", ids)))
+                txn.add(api.add_port(network.bridge, name, may_exist=True))
+                txn.add(api.db_set("Port", name, *port_columns))
                 txn.add(api.db_set("Interface", name, ("external_ids", ids)))
             self._check_interface(name)
+
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        api = self._api
+        name = endpoint.host_if
+        ids = endpoint.to_external_ids()
+        with self._errors(f"updating port {name}"), api.transaction(check_error=True) as txn:
+            txn.add(api.db_set("Port", name, ("external_ids", ids)))
+            txn.add(api.db_set("Interface", name, ("external_ids", ids)))
 
     def delete_port(self, bridge: str, port: str) -> None:
         row = self._row("Port", port)
@@ -143,3 +240,15 @@ class OvsdbSwitch:
         error = row.error if row is not None else ["row vanished"]
         if error:
             raise BackendError(f"Open vSwitch could not open interface {name}: {error[0]}")
+
+
+UPLINK_ROLE = "uplink"
+GATEWAY_ROLE = "gateway"
+
+
+def _trunks(networks: Sequence[Network]) -> list[int]:
+    """The VLANs the uplink carries: those of the networks, or all (empty) if one is untagged."""
+    vlans = [n.vlan for n in networks]
+    if any(v is None for v in vlans):
+        return []
+    return sorted({v for v in vlans if v is not None})

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from ipaddress import IPv4Interface, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from docker_ovs_plugin.service.model import Subnet
+from docker_ovs_plugin.service.model import PortMapping, Subnet
 
 DockerId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
@@ -138,6 +138,60 @@ class CreateEndpointRequest(EndpointRequest):
     @classmethod
     def _null_interface(cls, v: Any) -> Any:
         return {} if v is None else v
+
+
+PORTMAP = "com.docker.network.portmap"
+_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+class PortBinding(_Request):
+    """One entry of com.docker.network.portmap (libnetwork types.PortBinding)."""
+
+    Proto: int
+    IP: str = ""
+    Port: int = Field(ge=1, le=65535)
+    HostIP: str = ""
+    HostPort: int = Field(default=0, ge=0, le=65535)
+    HostPortEnd: int = Field(default=0, ge=0, le=65535)
+
+    @field_validator("Proto")
+    @classmethod
+    def _proto(cls, v: int) -> int:
+        if v not in _PROTOCOLS:
+            raise ValueError(f"protocol number {v} is not tcp (6), udp (17) or sctp (132)")
+        return v
+
+    @field_validator("HostIP")
+    @classmethod
+    def _host_ip(cls, v: str) -> str:
+        if v:
+            ipaddress.ip_address(v)
+        return v
+
+    def to_mapping(self) -> PortMapping | None:
+        """None for an IPv6 host binding: published ports are IPv4 here."""
+        address = ipaddress.ip_address(self.HostIP) if self.HostIP else None
+        if address is not None and not isinstance(address, IPv4Address):
+            return None
+        host_ip = None if address is None or address.is_unspecified else address
+        return PortMapping(
+            proto=_PROTOCOLS[self.Proto],
+            container_port=self.Port,
+            host_port=self.HostPort,
+            host_ip=host_ip,
+        )
+
+
+class ExternalConnectivityRequest(EndpointRequest):
+    Options: dict[str, Any] | None = None
+
+    @property
+    def port_mappings(self) -> list[PortMapping]:
+        raw = (self.Options or {}).get(PORTMAP) or []
+        if not isinstance(raw, list):
+            raise ValueError(f"Options.{PORTMAP} must be a list")
+        bindings = [PortBinding.model_validate(b) for b in raw]
+        return [m for b in bindings if (m := b.to_mapping()) is not None]
 
 
 class JoinRequest(EndpointRequest):

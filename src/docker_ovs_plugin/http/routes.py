@@ -91,9 +91,18 @@ def build_routes(driver: Driver) -> dict[str, Handler]:
         req = decode(body, models.EndpointRequest)
         return {"Value": driver.endpoint_info(req.NetworkID, req.EndpointID)}
 
-    def endpoint_ok(body: bytes) -> dict[str, Any]:
-        # Port publishing arrives with the modes issue; until then accept and validate.
-        decode(body, models.EndpointRequest)
+    def program_external(body: bytes) -> dict[str, Any]:
+        req = decode(body, models.ExternalConnectivityRequest)
+        try:
+            mappings = req.port_mappings
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        driver.program_external(req.NetworkID, req.EndpointID, mappings)
+        return {}
+
+    def revoke_external(body: bytes) -> dict[str, Any]:
+        req = decode(body, models.EndpointRequest)
+        driver.revoke_external(req.NetworkID, req.EndpointID)
         return {}
 
     def network_ok(body: bytes) -> dict[str, Any]:
@@ -119,8 +128,8 @@ def build_routes(driver: Driver) -> dict[str, Handler]:
         "/NetworkDriver.Join": join,
         "/NetworkDriver.Leave": leave,
         "/NetworkDriver.EndpointOperInfo": endpoint_info,
-        "/NetworkDriver.ProgramExternalConnectivity": endpoint_ok,
-        "/NetworkDriver.RevokeExternalConnectivity": endpoint_ok,
+        "/NetworkDriver.ProgramExternalConnectivity": program_external,
+        "/NetworkDriver.RevokeExternalConnectivity": revoke_external,
         "/NetworkDriver.AllocateNetwork": allocate_network,
         "/NetworkDriver.FreeNetwork": network_ok,
         "/NetworkDriver.DiscoverNew": discovery,

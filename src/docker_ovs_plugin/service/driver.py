@@ -1,37 +1,31 @@
 """The driver's use cases: networks and endpoints on Open vSwitch.
 
-Every operation is idempotent, takes the network's lock, and undoes what it did when a later step
-fails, so a refused request leaves nothing behind. The in-memory maps are only a cache of what the
-Switch stores; `restore()` rebuilds them at start.
+Every operation is idempotent, takes the network's lock (and the bridge's, for networks that may
+share one), and undoes what it did when a later step fails, so a refused request leaves nothing
+behind. The in-memory maps are only a cache of what the Switch stores; `restore()` rebuilds them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
-from docker_ovs_plugin.service.errors import Conflict, NotFound
+from docker_ovs_plugin.service.errors import Conflict, InvalidRequest, NotFound
 from docker_ovs_plugin.service.locks import KeyedLocks
-from docker_ovs_plugin.service.model import (
-    NETWORK_ID_KEY,
-    OWNER,
-    OWNER_KEY,
-    Endpoint,
-    Network,
-    Subnet,
-)
+from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping, Subnet
 from docker_ovs_plugin.service.naming import default_bridge_name
 from docker_ovs_plugin.service.options import parse_network_options
-from docker_ovs_plugin.service.ports import Firewall, Links, Switch
+from docker_ovs_plugin.service.ports import Firewall, Flows, Links, Switch
 
 LOG = logging.getLogger(__name__)
 
-CONTAINER_IF_PREFIX = "eth"
 NETDEV = "netdev"
 
 
@@ -63,6 +57,7 @@ class Driver:
         switch: Switch,
         links: Links,
         firewall: Firewall,
+        flows: Flows,
         *,
         datapath_type: str,
         lock_timeout: float = 60.0,
@@ -70,6 +65,7 @@ class Driver:
         self._switch = switch
         self._links = links
         self._firewall = firewall
+        self._flows = flows
         self._datapath_type = datapath_type
         self._locks = KeyedLocks(lock_timeout)
         self._cache_lock = threading.Lock()
@@ -79,7 +75,8 @@ class Driver:
     # -- start -----------------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Rebuild the cache from OVSDB and put back addresses and rules a restart may lack."""
+        """Rebuild the cache from OVSDB and put back addresses, rules and flows a restart of
+        the plugin or of ovs-vswitchd may lack."""
         networks = self._switch.list_networks()
         endpoints = self._switch.list_endpoints()
         with self._cache_lock:
@@ -89,9 +86,16 @@ class Driver:
             try:
                 self._plumb_network(net)
             except Exception:
-                LOG.exception(
-                    "could not restore network %s on bridge %s", net.network_id[:12], net.bridge
-                )
+                LOG.exception("could not restore network %s", net.network_id[:12])
+        by_id = {n.network_id: n for n in networks}
+        for ep in endpoints:
+            owner = by_id.get(ep.network_id)
+            if owner is None:
+                continue
+            try:
+                self._plumb_endpoint(owner, ep)
+            except Exception:
+                LOG.exception("could not restore endpoint %s", ep.endpoint_id[:12])
         LOG.info("restored %d networks and %d endpoints from OVSDB", len(networks), len(endpoints))
 
     # -- queries ---------------------------------------------------------------------------
@@ -120,6 +124,16 @@ class Driver:
             )
         return ep
 
+    @contextmanager
+    def _hold(self, network_id: str, bridge: str | None = None) -> Iterator[None]:
+        # Always network, then bridge: one order, no deadlock.
+        with self._locks.hold(network_id):
+            if bridge is None:
+                yield
+                return
+            with self._locks.hold("bridge:" + bridge):
+                yield
+
     # -- networks --------------------------------------------------------------------------
 
     def create_network(
@@ -136,71 +150,115 @@ class Driver:
             network_id=network_id,
             bridge=opts.bridge_name or default_bridge_name(network_id),
             mtu=opts.mtu,
+            mode=opts.mode,
             internal=internal,
+            vlan=opts.vlan,
+            uplink=opts.uplink,
+            icc=opts.icc,
+            masquerade=opts.masquerade,
+            port_security=opts.port_security,
+            host_binding_ipv4=opts.host_binding_ipv4,
+            iface_prefix=opts.iface_prefix,
             ipv4=tuple(ipv4),
             ipv6=tuple(ipv6),
             options=raw,
         )
-        with self._locks.hold(network_id):
+        if net.host_gateway and ipv4 and not any(s.gateway for s in ipv4):
+            raise InvalidRequest(
+                f"{net.mode} mode needs a gateway address; give --gateway or use ovs.mode=flat"
+            )
+        with self._hold(network_id, net.bridge):
             with self._cache_lock:
                 existing = self._networks.get(network_id)
-                users = [n for n in self._networks.values() if n.bridge == net.bridge]
             if existing is not None:
                 if existing == net:
                     return  # a repeated create (swarm re-creates networks after a restart)
                 raise Conflict(f"network {network_id[:12]} already exists with other settings")
-            if users:
-                raise Conflict(
-                    f"bridge {net.bridge} is already used by network {users[0].network_id[:12]}"
-                )
-            self._check_bridge_free(net)
+            peers = self._check_bridge(net)
             try:
-                self._switch.create_bridge(net, self._datapath_type)
+                self._switch.add_network(net, self._datapath_type, peers)
                 self._plumb_network(net)
             except Exception:
                 _undo("remove firewall rules", lambda: self._firewall.remove_network(net))
-                _undo("delete bridge", lambda: self._switch.delete_bridge(net.bridge))
+                _undo("remove from the bridge", lambda: self._switch.remove_network(net, peers))
                 raise
             with self._cache_lock:
                 self._networks[network_id] = net
-        LOG.info("network %s created on bridge %s", network_id[:12], net.bridge)
+        LOG.info(
+            "network %s created on bridge %s (mode %s%s)",
+            network_id[:12],
+            net.bridge,
+            net.mode,
+            f", vlan {net.vlan}" if net.vlan else "",
+        )
 
-    def _check_bridge_free(self, net: Network) -> None:
-        ids = self._switch.bridge_external_ids(net.bridge)
-        if ids is None:
-            return
-        if ids.get(OWNER_KEY) != OWNER:
+    def _check_bridge(self, net: Network) -> list[Network]:
+        """Refuse what cannot share the bridge or the uplink; return the networks already on it."""
+        state = self._switch.bridge_state(net.bridge)
+        if state is not None and not state.owned:
             raise Conflict(
                 f"bridge {net.bridge} already exists and is not managed by docker-ovs-plugin; "
                 "choose another name with -o ovs.bridge.name"
             )
-        raise Conflict(
-            f"bridge {net.bridge} is left over from network "
-            f"{ids.get(NETWORK_ID_KEY, '?')[:12]}; delete it or choose another name"
-        )
+        peers = state.networks if state else []
+        for peer in peers:
+            if net.vlan is None or peer.vlan is None or net.vlan == peer.vlan:
+                raise Conflict(
+                    f"bridge {net.bridge} already carries network {peer.network_id[:12]}"
+                    f"{f' (vlan {peer.vlan})' if peer.vlan else ''}; networks share a bridge only "
+                    "with distinct -o ovs.vlan values"
+                )
+        bridge_uplink = state.uplink if state else None
+        if net.uplink is None:
+            return peers
+        if bridge_uplink is not None:
+            if bridge_uplink != net.uplink:
+                raise Conflict(f"bridge {net.bridge} already has uplink {bridge_uplink}")
+            return peers
+        if not self._links.exists(net.uplink):
+            raise InvalidRequest(f"uplink interface {net.uplink} does not exist on this host")
+        holder = self._switch.port_bridge(net.uplink)
+        if holder is not None:
+            raise Conflict(f"uplink {net.uplink} is already a port of OVS bridge {holder}")
+        if net.uplink in self._links.default_route_interfaces():
+            raise Conflict(
+                f"uplink {net.uplink} carries this host's default route; attaching it to a "
+                "bridge would cut the host off. Move the host's address to the bridge first, or "
+                "use another interface"
+            )
+        return peers
 
     def _plumb_network(self, net: Network) -> None:
-        """Addresses and rules of a network whose bridge exists (idempotent)."""
-        self._links.configure_bridge_port(net.bridge, () if net.internal else net.gateways)
-        if not net.internal:
+        """Addresses and rules of a network whose OVS part exists (idempotent)."""
+        if net.host_gateway:
+            self._links.configure_bridge_port(net.gateway_port, net.gateways)
             self._firewall.add_network(net)
+        if net.uplink:
+            self._links.set_up(net.uplink)
 
     def delete_network(self, network_id: str) -> None:
-        with self._locks.hold(network_id):
+        with self._cache_lock:
+            known = self._networks.get(network_id)
+        if known is None:
+            LOG.info("delete of unknown network %s: nothing to do", network_id[:12])
+            return
+        with self._hold(network_id, known.bridge):
             with self._cache_lock:
                 net = self._networks.get(network_id)
                 leftovers = [e for e in self._endpoints.values() if e.network_id == network_id]
+                peers = [
+                    n
+                    for n in self._networks.values()
+                    if n.bridge == known.bridge and n.network_id != network_id
+                ]
             if net is None:
-                LOG.info("delete of unknown network %s: nothing to do", network_id[:12])
                 return
             for ep in leftovers:  # Docker normally deletes endpoints first
-                self._links.delete_link(ep.host_if)
+                self._remove_endpoint(net, ep)
             self._firewall.remove_network(net)
-            self._switch.delete_bridge(net.bridge)
+            self._switch.remove_network(net, peers)
             with self._cache_lock:
                 del self._networks[network_id]
-                for ep in leftovers:
-                    self._endpoints.pop(ep.endpoint_id, None)
         LOG.info("network %s deleted", network_id[:12])
 
     # -- endpoints -------------------------------------------------------------------------
@@ -215,7 +273,7 @@ class Driver:
         mac: str | None,
     ) -> str | None:
         """Create the endpoint; return the MAC to report when Docker gave none."""
-        with self._locks.hold(network_id):
+        with self._hold(network_id):
             net = self._network(network_id)
             with self._cache_lock:
                 existing = self._endpoints.get(endpoint_id)
@@ -239,8 +297,10 @@ class Driver:
                 peer_tx_checksum=self._datapath_type != NETDEV,
             )
             try:
-                self._switch.add_port(net.bridge, ep)
+                self._switch.add_port(net, ep)
+                self._plumb_endpoint(net, ep)
             except Exception:
+                _undo("remove flows", lambda: self._flows.remove_endpoint(net, ep))
                 _undo("delete port", lambda: self._switch.delete_port(net.bridge, ep.host_if))
                 _undo("delete veth", lambda: self._links.delete_link(ep.host_if))
                 raise
@@ -249,29 +309,44 @@ class Driver:
         LOG.info("endpoint %s created on network %s", endpoint_id[:12], network_id[:12])
         return None if mac else ep.mac
 
+    def _plumb_endpoint(self, net: Network, ep: Endpoint) -> None:
+        """Flows and published ports of an endpoint whose port exists (idempotent)."""
+        if net.port_security:
+            self._flows.install_endpoint(net, ep)
+        if ep.port_mappings:
+            self._firewall.set_port_mappings(net, ep)
+
+    def _remove_endpoint(self, net: Network | None, ep: Endpoint) -> None:
+        if net is not None:
+            if ep.port_mappings:
+                self._firewall.set_port_mappings(net, dataclasses.replace(ep, port_mappings=()))
+            if net.port_security:
+                self._flows.remove_endpoint(net, ep)
+            self._switch.delete_port(net.bridge, ep.host_if)
+        self._links.delete_link(ep.host_if)
+        with self._cache_lock:
+            self._endpoints.pop(ep.endpoint_id, None)
+
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
-        with self._locks.hold(network_id):
+        with self._hold(network_id):
             with self._cache_lock:
                 net = self._networks.get(network_id)
                 ep = self._endpoints.get(endpoint_id)
             if ep is None:
                 LOG.info("delete of unknown endpoint %s: nothing to do", endpoint_id[:12])
                 return
-            if net is not None:
-                self._switch.delete_port(net.bridge, ep.host_if)
-            self._links.delete_link(ep.host_if)
-            with self._cache_lock:
-                self._endpoints.pop(endpoint_id, None)
+            self._remove_endpoint(net, ep)
         LOG.info("endpoint %s deleted", endpoint_id[:12])
 
     def join(self, network_id: str, endpoint_id: str) -> JoinInfo:
         net = self._network(network_id)
         ep = self._endpoint(network_id, endpoint_id)
+        # flat: the gateway is a router on the uplink's L2, as IPAM gave it.
         gw4 = None if net.internal else net.gateway_for(ep.ipv4)
         gw6 = None if net.internal else net.gateway_for(ep.ipv6)
         return JoinInfo(
             src_name=ep.container_if,
-            dst_prefix=CONTAINER_IF_PREFIX,
+            dst_prefix=net.iface_prefix,
             gateway=str(gw4.ip) if gw4 else None,
             gateway_ipv6=str(gw6.ip) if gw6 else None,
             # An internal network has no way out; do not let Docker add docker_gwbridge.
@@ -282,13 +357,86 @@ class Driver:
         # Docker moves the interface back after Leave; deleting it here would break that.
         self._endpoint(network_id, endpoint_id)
 
-    def endpoint_info(self, network_id: str, endpoint_id: str) -> dict[str, str]:
+    def endpoint_info(self, network_id: str, endpoint_id: str) -> dict[str, Any]:
         ep = self._endpoint(network_id, endpoint_id)
         net = self._network(network_id)
-        return {
-            "bridge": net.bridge,
-            "port": ep.host_if,
-            "mac": ep.mac,
-            **({"ipv4": str(ep.ipv4)} if ep.ipv4 else {}),
-            **({"ipv6": str(ep.ipv6)} if ep.ipv6 else {}),
-        }
+        info: dict[str, Any] = {"bridge": net.bridge, "port": ep.host_if, "mac": ep.mac}
+        if ep.ipv4:
+            info["ipv4"] = str(ep.ipv4)
+        if ep.ipv6:
+            info["ipv6"] = str(ep.ipv6)
+        if ep.port_mappings:
+            info["ports"] = [str(p) for p in ep.port_mappings]
+        return info
+
+    # -- published ports -------------------------------------------------------------------
+
+    def program_external(
+        self, network_id: str, endpoint_id: str, mappings: Sequence[PortMapping]
+    ) -> None:
+        with self._hold(network_id):
+            net = self._network(network_id)
+            ep = self._endpoint(network_id, endpoint_id)
+            wanted = tuple(self._with_default_host_ip(net, m) for m in mappings)
+            if wanted == ep.port_mappings:
+                return
+            if wanted and not net.host_gateway:
+                raise InvalidRequest(
+                    f"publishing ports needs ovs.mode=nat or routed; network {network_id[:12]} "
+                    f"is {'internal' if net.internal else net.mode.value}"
+                )
+            if wanted and ep.ipv4 is None:
+                raise InvalidRequest("publishing ports needs an IPv4 address on the container")
+            self._check_ports_free(ep, wanted)
+            self._set_mappings(net, dataclasses.replace(ep, port_mappings=wanted))
+
+    def revoke_external(self, network_id: str, endpoint_id: str) -> None:
+        with self._hold(network_id):
+            net = self._network(network_id)
+            ep = self._endpoint(network_id, endpoint_id)
+            if ep.port_mappings:
+                self._set_mappings(net, dataclasses.replace(ep, port_mappings=()))
+
+    @staticmethod
+    def _with_default_host_ip(net: Network, m: PortMapping) -> PortMapping:
+        if m.host_ip is None and net.host_binding_ipv4 is not None:
+            return dataclasses.replace(m, host_ip=net.host_binding_ipv4)
+        return m
+
+    def _check_ports_free(self, ep: Endpoint, wanted: Sequence[PortMapping]) -> None:
+        for m in wanted:
+            if m.host_port == 0:
+                raise InvalidRequest(
+                    f"publish {m.container_port}/{m.proto} with an explicit host port "
+                    f"(-p HOST:{m.container_port}); this driver does not pick ports"
+                )
+        with self._cache_lock:
+            others = [e for e in self._endpoints.values() if e.endpoint_id != ep.endpoint_id]
+        for m in wanted:
+            for other in others:
+                for taken in other.port_mappings:
+                    same_ip = (
+                        m.host_ip is None or taken.host_ip is None or m.host_ip == taken.host_ip
+                    )
+                    if (taken.proto, taken.host_port) == (m.proto, m.host_port) and same_ip:
+                        raise Conflict(
+                            f"host port {m.host_port}/{m.proto} is already published by "
+                            f"endpoint {other.endpoint_id[:12]}"
+                        )
+
+    def _set_mappings(self, net: Network, new: Endpoint) -> None:
+        old = self._endpoint(net.network_id, new.endpoint_id)
+        self._switch.update_endpoint(new)
+        try:
+            self._firewall.set_port_mappings(net, new)
+        except Exception:
+            _undo("restore port mappings", lambda: self._switch.update_endpoint(old))
+            _undo("restore rules", lambda: self._firewall.set_port_mappings(net, old))
+            raise
+        with self._cache_lock:
+            self._endpoints[new.endpoint_id] = new
+        LOG.info(
+            "endpoint %s publishes %s",
+            new.endpoint_id[:12],
+            ", ".join(str(m) for m in new.port_mappings) or "nothing",
+        )

@@ -1,8 +1,9 @@
 """Networks and endpoints, and how they are written into OVSDB external_ids.
 
-OVSDB is the durable store: a network lives in the external_ids of its Bridge row, an endpoint in
-those of its Interface row. This module is the one place that knows the keys, so a restarted plugin
-(or a later cluster store) reads exactly what was written.
+OVSDB is the durable store. A network lives on its bridge as one external_ids key
+`docker-ovs:network:<id>` holding JSON (several VLAN networks may share a bridge); an endpoint
+lives in the external_ids of its Interface row. This module is the one place that knows the keys,
+so a restarted plugin (or a later cluster store) reads exactly what was written.
 """
 
 from __future__ import annotations
@@ -10,14 +11,19 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
-from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
+from typing import Any
 
 from docker_ovs_plugin.service import naming
+from docker_ovs_plugin.service.options import DEFAULT_IFACE_PREFIX, Mode
 
 OWNER_KEY = "owner"
 OWNER = "docker-ovs-plugin"
 _NS = "docker-ovs:"
 NETWORK_ID_KEY = _NS + "network-id"
+NETWORK_KEY_PREFIX = _NS + "network:"
+PORTMAP_KEY = _NS + "portmap"
+ROLE_KEY = _NS + "role"
 SCHEMA_KEY = _NS + "schema"
 SCHEMA_VERSION = "1"
 
@@ -27,6 +33,15 @@ IPInterface = IPv4Interface | IPv6Interface
 
 class CorruptState(ValueError):
     """external_ids that carry our owner tag but cannot be read back."""
+
+
+def owned(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The tags every row we create carries."""
+    return {OWNER_KEY: OWNER, SCHEMA_KEY: SCHEMA_VERSION, **(extra or {})}
+
+
+def network_key(network_id: str) -> str:
+    return NETWORK_KEY_PREFIX + network_id
 
 
 @dataclass(frozen=True)
@@ -56,11 +71,29 @@ class Network:
     network_id: str
     bridge: str
     mtu: int
+    mode: Mode = Mode.NAT
     internal: bool = False
+    vlan: int | None = None
+    uplink: str | None = None
+    icc: bool = True
+    masquerade: bool = True
+    port_security: bool = True
+    host_binding_ipv4: IPv4Address | None = None
+    iface_prefix: str = DEFAULT_IFACE_PREFIX
     ipv4: tuple[Subnet, ...] = ()
     ipv6: tuple[Subnet, ...] = ()
     # The -o options as the user gave them, kept for operators (status/doctor), never re-parsed.
     options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host_gateway(self) -> bool:
+        """Whether the host holds the gateway addresses and routes the network's traffic."""
+        return not self.internal and self.mode is not Mode.FLAT
+
+    @property
+    def gateway_port(self) -> str:
+        """The internal port that holds the gateway: the bridge's own, or the VLAN's own."""
+        return self.bridge if self.vlan is None else naming.gateway_port_name(self.network_id)
 
     @property
     def gateways(self) -> tuple[IPInterface, ...]:
@@ -75,32 +108,91 @@ class Network:
                 return subnet.gateway
         return None
 
-    def to_external_ids(self) -> dict[str, str]:
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "mtu": self.mtu,
+            "mode": self.mode.value,
+            "internal": self.internal,
+            "vlan": self.vlan,
+            "uplink": self.uplink,
+            "icc": self.icc,
+            "masquerade": self.masquerade,
+            "port_security": self.port_security,
+            "host_binding_ipv4": str(self.host_binding_ipv4) if self.host_binding_ipv4 else None,
+            "iface_prefix": self.iface_prefix,
+            "ipv4": [s.to_json() for s in self.ipv4],
+            "ipv6": [s.to_json() for s in self.ipv6],
+            "options": self.options,
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, network_id: str, bridge: str, text: str) -> Network:
+        try:
+            data = json.loads(text)
+            binding = data.get("host_binding_ipv4")
+            return cls(
+                network_id=network_id,
+                bridge=bridge,
+                mtu=int(data["mtu"]),
+                mode=Mode(data.get("mode", Mode.NAT.value)),
+                internal=bool(data.get("internal", False)),
+                vlan=int(data["vlan"]) if data.get("vlan") is not None else None,
+                uplink=data.get("uplink"),
+                icc=bool(data.get("icc", True)),
+                masquerade=bool(data.get("masquerade", True)),
+                port_security=bool(data.get("port_security", True)),
+                host_binding_ipv4=IPv4Address(binding) if binding else None,
+                iface_prefix=str(data.get("iface_prefix", DEFAULT_IFACE_PREFIX)),
+                ipv4=tuple(Subnet.from_json(s) for s in data.get("ipv4", [])),
+                ipv6=tuple(Subnet.from_json(s) for s in data.get("ipv6", [])),
+                options={str(k): str(v) for k, v in data.get("options", {}).items()},
+            )
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CorruptState(
+                f"bridge {bridge}: unreadable network {network_id[:12]} ({e})"
+            ) from e
+
+
+def networks_on_bridge(bridge: str, ids: dict[str, str]) -> list[Network]:
+    """Every network recorded in a bridge's external_ids."""
+    return [
+        Network.from_json(key[len(NETWORK_KEY_PREFIX) :], bridge, value)
+        for key, value in sorted(ids.items())
+        if key.startswith(NETWORK_KEY_PREFIX)
+    ]
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]` of a container."""
+
+    proto: str  # tcp, udp or sctp
+    container_port: int
+    host_port: int
+    host_ip: IPv4Address | None = None
+
+    def to_json(self) -> dict[str, Any]:
         return {
-            OWNER_KEY: OWNER,
-            SCHEMA_KEY: SCHEMA_VERSION,
-            NETWORK_ID_KEY: self.network_id,
-            _NS + "mtu": str(self.mtu),
-            _NS + "internal": "true" if self.internal else "false",
-            _NS + "ipv4": json.dumps([s.to_json() for s in self.ipv4]),
-            _NS + "ipv6": json.dumps([s.to_json() for s in self.ipv6]),
-            _NS + "options": json.dumps(self.options, sort_keys=True),
+            "proto": self.proto,
+            "container_port": self.container_port,
+            "host_port": self.host_port,
+            "host_ip": str(self.host_ip) if self.host_ip else None,
         }
 
     @classmethod
-    def from_external_ids(cls, bridge: str, ids: dict[str, str]) -> Network:
-        try:
-            return cls(
-                network_id=ids[NETWORK_ID_KEY],
-                bridge=bridge,
-                mtu=int(ids[_NS + "mtu"]),
-                internal=ids.get(_NS + "internal") == "true",
-                ipv4=tuple(Subnet.from_json(s) for s in json.loads(ids.get(_NS + "ipv4", "[]"))),
-                ipv6=tuple(Subnet.from_json(s) for s in json.loads(ids.get(_NS + "ipv6", "[]"))),
-                options=dict(json.loads(ids.get(_NS + "options", "{}"))),
-            )
-        except (KeyError, ValueError, TypeError) as e:
-            raise CorruptState(f"bridge {bridge}: unreadable external_ids ({e})") from e
+    def from_json(cls, data: dict[str, Any]) -> PortMapping:
+        host_ip = data.get("host_ip")
+        return cls(
+            proto=str(data["proto"]),
+            container_port=int(data["container_port"]),
+            host_port=int(data["host_port"]),
+            host_ip=IPv4Address(host_ip) if host_ip else None,
+        )
+
+    def __str__(self) -> str:
+        host = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{host}{self.host_port}->{self.container_port}/{self.proto}"
 
 
 @dataclass(frozen=True)
@@ -110,6 +202,7 @@ class Endpoint:
     mac: str
     ipv4: IPv4Interface | None = None
     ipv6: IPv6Interface | None = None
+    port_mappings: tuple[PortMapping, ...] = ()
 
     @property
     def host_if(self) -> str:
@@ -122,14 +215,15 @@ class Endpoint:
     def to_external_ids(self) -> dict[str, str]:
         # iface-id / attached-mac / iface-status follow OVS's integration guide, so other OVS
         # tooling (and a future controller) recognises the port.
-        ids = {
-            OWNER_KEY: OWNER,
-            SCHEMA_KEY: SCHEMA_VERSION,
-            "iface-id": self.endpoint_id,
-            "attached-mac": self.mac,
-            "iface-status": "active",
-            NETWORK_ID_KEY: self.network_id,
-        }
+        ids = owned(
+            {
+                "iface-id": self.endpoint_id,
+                "attached-mac": self.mac,
+                "iface-status": "active",
+                NETWORK_ID_KEY: self.network_id,
+                PORTMAP_KEY: json.dumps([p.to_json() for p in self.port_mappings]),
+            }
+        )
         if self.ipv4 is not None:
             ids[_NS + "ipv4-address"] = str(self.ipv4)
         if self.ipv6 is not None:
@@ -147,6 +241,9 @@ class Endpoint:
                 mac=ids["attached-mac"],
                 ipv4=IPv4Interface(v4) if v4 else None,
                 ipv6=IPv6Interface(v6) if v6 else None,
+                port_mappings=tuple(
+                    PortMapping.from_json(p) for p in json.loads(ids.get(PORTMAP_KEY, "[]"))
+                ),
             )
-        except (KeyError, ValueError) as e:
+        except (KeyError, ValueError, TypeError) as e:
             raise CorruptState(f"interface with external_ids {ids}: unreadable ({e})") from e

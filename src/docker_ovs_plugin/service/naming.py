@@ -22,3 +22,10 @@ def host_veth_name(endpoint_id: str) -> str:
 
 def container_veth_name(endpoint_id: str) -> str:
     return CONTAINER_VETH_PREFIX + endpoint_id[:_ID_CHARS]
+
+
+GATEWAY_PORT_PREFIX = "ovg"  # a VLAN network's own gateway port on a shared bridge
+
+
+def gateway_port_name(network_id: str) -> str:
+    return GATEWAY_PORT_PREFIX + network_id[:_ID_CHARS]

@@ -1,38 +1,69 @@
 """Validation of the `-o key=value` options of `docker network create`.
 
 Docker passes them under Options["com.docker.network.generic"]. Keys of our own start with
-`ovs.`; an unknown one is refused so a typo never silently does nothing. Docker's generic keys that
-apply to us are honoured; other foreign keys (e.g. another driver's) are ignored.
+`ovs.`; an unknown one is refused so a typo never silently does nothing. Docker's bridge-driver
+keys that mean something here are honoured; other foreign keys (another driver's) are ignored.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv4Address
 from typing import Any
 
 from docker_ovs_plugin.service.errors import InvalidRequest
 from docker_ovs_plugin.service.naming import IFNAMSIZ
 
-OUR_PREFIX = "ovs."
-BRIDGE_NAME = "ovs.bridge.name"
-MTU = "ovs.mtu"
-DOCKER_MTU = "com.docker.network.driver.mtu"
 
-KNOWN_OPTIONS = frozenset({BRIDGE_NAME, MTU})
+class Mode(StrEnum):
+    NAT = "nat"  # gateway on the host, masquerade to the outside
+    ROUTED = "routed"  # gateway on the host, no masquerade: the subnet is routed
+    FLAT = "flat"  # no host address: containers sit on the uplink's L2, the router is outside
+
+
+OUR_PREFIX = "ovs."
+MODE = "ovs.mode"
+BRIDGE_NAME = "ovs.bridge.name"
+UPLINK = "ovs.bridge.uplink"
+UPLINK_ALIAS = "ovs.bridge.bind_interface"  # the original Go project's name
+VLAN = "ovs.vlan"
+MTU = "ovs.mtu"
+ICC = "ovs.icc"
+PORT_SECURITY = "ovs.port_security"
+DOCKER_MTU = "com.docker.network.driver.mtu"
+DOCKER_ICC = "com.docker.network.bridge.enable_icc"
+DOCKER_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+DOCKER_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
+DOCKER_IFACE_PREFIX = "com.docker.network.container_iface_prefix"
+
+KNOWN_OPTIONS = frozenset({MODE, BRIDGE_NAME, UPLINK, UPLINK_ALIAS, VLAN, MTU, ICC, PORT_SECURITY})
 
 DEFAULT_MTU = 1500
 MIN_MTU = 1280  # IPv6's minimum; below it dual-stack networks break
 MAX_MTU = 9000
+DEFAULT_IFACE_PREFIX = "eth"
 
 # Safe for OVS and the kernel, and for iptables arguments: no spaces, slashes or shell-ish bytes.
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,10}$")
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 @dataclass(frozen=True)
 class NetworkOptions:
+    mode: Mode = Mode.NAT
     bridge_name: str | None = None
+    uplink: str | None = None
+    vlan: int | None = None
     mtu: int = DEFAULT_MTU
+    icc: bool = True
+    masquerade: bool = True
+    port_security: bool = True
+    host_binding_ipv4: IPv4Address | None = None
+    iface_prefix: str = DEFAULT_IFACE_PREFIX
 
 
 def validate_ifname(name: str, what: str) -> str:
@@ -46,19 +77,40 @@ def validate_ifname(name: str, what: str) -> str:
 
 def _as_str(key: str, value: Any) -> str:
     # `-o` values are strings; swarm may deliver other JSON scalars.
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, str | int):
         raise InvalidRequest(f"option {key} must be a string, got {value!r}")
     return str(value)
 
 
-def _parse_mtu(key: str, value: str) -> int:
+def _int(key: str, value: str, low: int, high: int) -> int:
     try:
-        mtu = int(value, 10)
+        number = int(value, 10)
     except ValueError:
         raise InvalidRequest(f"option {key}={value!r} is not a number") from None
-    if not MIN_MTU <= mtu <= MAX_MTU:
-        raise InvalidRequest(f"option {key}={mtu} is out of range {MIN_MTU}-{MAX_MTU}")
-    return mtu
+    if not low <= number <= high:
+        raise InvalidRequest(f"option {key}={number} is out of range {low}-{high}")
+    return number
+
+
+def _bool(key: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise InvalidRequest(f"option {key}={value!r} must be true or false")
+
+
+def _flag(raw: dict[str, str], key: str, default: bool = True) -> bool:
+    return _bool(key, raw[key]) if key in raw else default
+
+
+def _first(raw: dict[str, str], *keys: str) -> tuple[str, str] | None:
+    """The value of the last key given (ours are listed last, so they win over Docker's)."""
+    found = [(k, raw[k]) for k in keys if k in raw]
+    return found[-1] if found else None
 
 
 def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict[str, str]]:
@@ -69,11 +121,62 @@ def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict
         raise InvalidRequest(
             f"unknown option(s) {', '.join(unknown)}; supported: {', '.join(sorted(KNOWN_OPTIONS))}"
         )
+    if UPLINK in raw and UPLINK_ALIAS in raw and raw[UPLINK] != raw[UPLINK_ALIAS]:
+        raise InvalidRequest(f"options {UPLINK} and {UPLINK_ALIAS} name different interfaces")
+
+    mode = Mode.NAT
+    if MODE in raw:
+        try:
+            mode = Mode(raw[MODE].strip().lower())
+        except ValueError:
+            choices = ", ".join(m.value for m in Mode)
+            raise InvalidRequest(f"option {MODE}={raw[MODE]!r} must be one of {choices}") from None
+
     bridge = raw.get(BRIDGE_NAME)
     if bridge is not None:
         validate_ifname(bridge, f"option {BRIDGE_NAME}:")
-    mtu = DEFAULT_MTU
-    for key in (DOCKER_MTU, MTU):  # ours wins when both are given
-        if key in raw:
-            mtu = _parse_mtu(key, raw[key])
-    return NetworkOptions(bridge_name=bridge, mtu=mtu), raw
+    uplink_opt = _first(raw, UPLINK_ALIAS, UPLINK)
+    uplink = validate_ifname(uplink_opt[1], f"option {uplink_opt[0]}:") if uplink_opt else None
+
+    vlan = _int(VLAN, raw[VLAN], 1, 4094) if VLAN in raw else None
+    mtu_opt = _first(raw, DOCKER_MTU, MTU)
+    mtu = _int(mtu_opt[0], mtu_opt[1], MIN_MTU, MAX_MTU) if mtu_opt else DEFAULT_MTU
+    icc_opt = _first(raw, DOCKER_ICC, ICC)
+    icc = _bool(*icc_opt) if icc_opt else True
+    masquerade = (
+        _bool(DOCKER_MASQUERADE, raw[DOCKER_MASQUERADE]) if DOCKER_MASQUERADE in raw else True
+    )
+    port_security = _bool(PORT_SECURITY, raw[PORT_SECURITY]) if PORT_SECURITY in raw else True
+
+    host_binding = None
+    if raw.get(DOCKER_HOST_BINDING):
+        try:
+            host_binding = IPv4Address(raw[DOCKER_HOST_BINDING])
+        except ValueError:
+            raise InvalidRequest(
+                f"option {DOCKER_HOST_BINDING}={raw[DOCKER_HOST_BINDING]!r} is not an IPv4 address"
+            ) from None
+    prefix = raw.get(DOCKER_IFACE_PREFIX) or DEFAULT_IFACE_PREFIX
+    if not _PREFIX_RE.match(prefix):
+        raise InvalidRequest(
+            f"option {DOCKER_IFACE_PREFIX}={prefix!r}: use 1 to 11 letters, digits, '-' or '_', "
+            "starting with a letter (the kernel appends an index)"
+        )
+    if mode is not Mode.NAT and DOCKER_MASQUERADE in raw and masquerade:
+        raise InvalidRequest(f"option {DOCKER_MASQUERADE}=true only applies to {MODE}=nat")
+
+    return (
+        NetworkOptions(
+            mode=mode,
+            bridge_name=bridge,
+            uplink=uplink,
+            vlan=vlan,
+            mtu=mtu,
+            icc=icc,
+            masquerade=masquerade and mode is Mode.NAT,
+            port_security=port_security,
+            host_binding_ipv4=host_binding,
+            iface_prefix=prefix,
+        ),
+        raw,
+    )

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from docker_ovs_plugin.service.model import Endpoint, IPInterface, Network
+
+
+@dataclass(frozen=True)
+class BridgeState:
+    """What OVSDB says about a bridge the driver is about to use."""
+
+    owned: bool
+    networks: list[Network] = field(default_factory=list)
+    uplink: str | None = None
 
 
 class Switch(Protocol):
@@ -17,17 +27,24 @@ class Switch(Protocol):
     def list_endpoints(self) -> list[Endpoint]:
         """Every endpoint recorded on an interface that carries our owner tag."""
 
-    def bridge_external_ids(self, bridge: str) -> dict[str, str] | None:
-        """The bridge's external_ids, or None when there is no such bridge."""
+    def bridge_state(self, bridge: str) -> BridgeState | None:
+        """None when there is no such bridge."""
 
-    def create_bridge(self, network: Network, datapath_type: str) -> None:
-        """Create the network's bridge with its external_ids in one transaction."""
+    def port_bridge(self, port: str) -> str | None:
+        """The bridge that holds a port of that name, if any."""
 
-    def delete_bridge(self, bridge: str) -> None:
-        """Delete the bridge if it exists and is ours."""
+    def add_network(self, network: Network, datapath_type: str, peers: Sequence[Network]) -> None:
+        """In one transaction: the bridge (unless it exists), the network's record, its VLAN
+        gateway port, the uplink port and the uplink's trunks over `peers` and `network`."""
 
-    def add_port(self, bridge: str, endpoint: Endpoint) -> None:
+    def remove_network(self, network: Network, peers: Sequence[Network]) -> None:
+        """Delete the bridge when `peers` is empty, else only what the network added."""
+
+    def add_port(self, network: Network, endpoint: Endpoint) -> None:
         """Attach the endpoint's host veth with its external_ids; fail if OVS cannot open it."""
+
+    def update_endpoint(self, endpoint: Endpoint) -> None:
+        """Rewrite the endpoint's external_ids (e.g. its published ports)."""
 
     def delete_port(self, bridge: str, port: str) -> None:
         """Delete the port if it exists and is ours."""
@@ -35,6 +52,13 @@ class Switch(Protocol):
 
 class Links(Protocol):
     """Kernel network devices (netlink)."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def default_route_interfaces(self) -> set[str]:
+        """Names of the devices that carry a default route (IPv4 or IPv6)."""
+
+    def set_up(self, name: str) -> None: ...
 
     def create_veth(
         self, host: str, peer: str, *, mtu: int, peer_mac: str, peer_tx_checksum: bool
@@ -45,7 +69,16 @@ class Links(Protocol):
         """Delete the device if present (deleting one veth end removes both)."""
 
     def configure_bridge_port(self, name: str, addresses: Sequence[IPInterface]) -> None:
-        """Wait (bounded) for the bridge's internal device, give it the addresses, bring it up."""
+        """Wait (bounded) for an internal port's device, give it the addresses, bring it up."""
+
+
+class Flows(Protocol):
+    """OpenFlow rules (they live in ovs-vswitchd only, not in OVSDB)."""
+
+    def install_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+        """Port security: the endpoint may send only from its own MAC and addresses."""
+
+    def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None: ...
 
 
 class Firewall(Protocol):
@@ -55,4 +88,7 @@ class Firewall(Protocol):
         """Forwarding, isolation and masquerade for the network (idempotent)."""
 
     def remove_network(self, network: Network) -> None:
-        """Remove every rule the network added (idempotent)."""
+        """Remove every rule the network or its endpoints added (idempotent)."""
+
+    def set_port_mappings(self, network: Network, endpoint: Endpoint) -> None:
+        """Make the endpoint's published ports exactly its `port_mappings`."""
