@@ -5,7 +5,7 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
-packages=(openvswitch-switch docker.io busybox-static iptables iproute2 python3-venv python3-pip)
+packages=(openvswitch-switch docker.io busybox-static iptables iproute2 tcpdump python3-venv python3-pip)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
