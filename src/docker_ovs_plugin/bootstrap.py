@@ -7,56 +7,88 @@ from dataclasses import dataclass
 from typing import Any
 
 from docker_ovs_plugin.adapters import datapath, ovsdb
+from docker_ovs_plugin.adapters.docker_api import DockerApi
 from docker_ovs_plugin.adapters.iptables import IptablesFirewall
 from docker_ovs_plugin.adapters.netlink import NetlinkLinks
 from docker_ovs_plugin.adapters.openflow import OfctlFlows
+from docker_ovs_plugin.adapters.vswitchd import VswitchdWatch
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import PluginServer
 from docker_ovs_plugin.service.driver import Driver
+from docker_ovs_plugin.service.reconcile import Reconciler
 from docker_ovs_plugin.settings import Settings
 
 LOG = logging.getLogger(__name__)
 
 
 @dataclass
-class App:
+class Core:
+    """The driver and the adapters it runs on, without the HTTP server."""
+
     driver: Driver
-    server: PluginServer
+    reconciler: Reconciler
+    firewall: IptablesFirewall
     ovsdb_api: Any
 
     def close(self) -> None:
-        self.server.server_close()
+        self.reconciler.stop()
         self.ovsdb_api.ovsdb_connection.stop()
 
 
-def build(settings: Settings) -> App:
-    """Connect to OVS, rebuild state, then open the socket.
+@dataclass
+class App:
+    core: Core
+    server: PluginServer
 
-    The socket comes last: Docker may call GetCapabilities the instant it exists, and one failed
-    capability query leaves the driver unusable until dockerd restarts.
-    """
+    @property
+    def driver(self) -> Driver:
+        return self.core.driver
+
+    def close(self) -> None:
+        self.server.server_close()
+        self.core.close()
+
+
+def build_core(settings: Settings) -> Core:
     dp_type = datapath.resolve(settings.datapath_type)
     api = ovsdb.connect(settings.ovsdb, settings.ovsdb_timeout)
+    switch = ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout)
+    links = NetlinkLinks(settings.device_timeout)
+    firewall = IptablesFirewall()
+    flows = OfctlFlows(settings.rundir)
+    driver = Driver(switch, links, firewall, flows, datapath_type=dp_type)
+    docker = DockerApi(settings.name, settings.docker_url) if settings.docker_url else None
+    reconciler = Reconciler(
+        driver, switch=switch, links=links, firewall=firewall, flows=flows, docker=docker
+    )
+    return Core(driver=driver, reconciler=reconciler, firewall=firewall, ovsdb_api=api)
+
+
+def build(settings: Settings) -> App:
+    """Connect to OVS, rebuild state, then open the socket, then start reconciling.
+
+    The socket comes after the state: Docker may call GetCapabilities the instant it exists,
+    and one failed capability query leaves the driver unusable until dockerd restarts.
+    """
+    core = build_core(settings)
     try:
-        firewall = IptablesFirewall()
-        firewall.setup()
-        driver = Driver(
-            ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout),
-            NetlinkLinks(settings.device_timeout),
-            firewall,
-            OfctlFlows(settings.rundir),
-            datapath_type=dp_type,
-        )
-        driver.restore()
-        server = PluginServer(settings.socket_path, build_routes(driver))
+        core.firewall.setup()
+        core.driver.restore()
+        server = PluginServer(settings.socket_path, build_routes(core.driver))
     except BaseException:
-        api.ovsdb_connection.stop()
+        core.close()
         raise
+    if settings.reconcile_interval > 0:
+        core.reconciler.start(
+            interval=settings.reconcile_interval,
+            first_delay=settings.reconcile_confirm_delay,
+            restarted=VswitchdWatch(settings.rundir).restarted,
+        )
     LOG.info(
         "serving driver %r on %s (OVSDB %s, datapath %s)",
         settings.name,
         settings.socket_path,
         settings.ovsdb,
-        dp_type,
+        core.driver.datapath_type,
     )
-    return App(driver=driver, server=server, ovsdb_api=api)
+    return App(core=core, server=server)

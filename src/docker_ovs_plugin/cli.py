@@ -26,54 +26,107 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser(
-        "serve",
-        help="serve the network driver to Docker (foreground, as root)",
-        description="Serve the Docker network driver on a unix socket until SIGTERM/SIGINT.",
-    )
-    serve.add_argument(
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--name",
         default=DEFAULT_NAME,
         help=f"driver name for `docker network create -d NAME` (default: {DEFAULT_NAME})",
     )
-    serve.add_argument(
+    common.add_argument(
         "--socket",
         type=Path,
         default=None,
         help=f"socket path (default: {PLUGIN_DIR}/NAME.sock, where Docker looks for plugins)",
     )
-    serve.add_argument(
+    common.add_argument(
         "--ovsdb",
         default=DEFAULT_OVSDB,
         help=f"OVSDB address, e.g. unix:/path/db.sock (default: {DEFAULT_OVSDB})",
     )
-    serve.add_argument(
+    common.add_argument(
         "--ovs-rundir",
         type=Path,
         default=None,
         help="Open vSwitch run directory holding BRIDGE.mgmt OpenFlow sockets "
         "(default: the directory of a unix: --ovsdb socket)",
     )
-    serve.add_argument(
+    common.add_argument(
         "--datapath-type",
         choices=datapath.CHOICES,
         default="auto",
         help="OVS datapath for new bridges: system (kernel module), netdev (userspace), or auto: "
         "system when the openvswitch module is loaded (default: auto)",
     )
-    serve.add_argument(
+    common.add_argument(
         "--ovsdb-timeout",
         type=float,
         default=10.0,
         help="seconds to wait for an OVSDB transaction before failing the request (default: 10)",
     )
-    serve.add_argument(
+    common.add_argument(
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
         help="log level; debug logs every request with its timing (default: info)",
     )
+    common.add_argument(
+        "--docker-url",
+        default="unix:///var/run/docker.sock",
+        help="Docker API the background reconciler asks which endpoints still exist; "
+        "'' turns that check off (default: unix:///var/run/docker.sock)",
+    )
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the network driver to Docker (foreground, as root)",
+        description="Serve the Docker network driver on a unix socket until SIGTERM/SIGINT.",
+    )
+    serve.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=30.0,
+        help="seconds between background passes that collect what Docker forgot and put back "
+        "what OVS lost; 0 turns them off (default: 30)",
+    )
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="report leftovers and inconsistencies between Docker, OVS, the kernel and iptables",
+        description="Compare Docker, Open vSwitch, the kernel and iptables; print what is "
+        "inconsistent; with --fix, repair it. Exit status 0 when all is well, 1 otherwise.",
+    )
+    doctor.add_argument("--fix", action="store_true", help="repair what is found")
     return parser
+
+
+def _doctor(settings: Settings, fix: bool) -> int:
+    from docker_ovs_plugin import bootstrap  # noqa: PLC0415 (keeps --help free of OVS imports)
+
+    try:
+        core = bootstrap.build_core(settings)
+    except (PluginError, OSError) as e:
+        LOG.error("cannot start: %s", e)
+        return 2
+    try:
+        networks, endpoints = core.driver.load()
+        print(f"{len(networks)} networks, {len(endpoints)} endpoints in OVSDB")
+        findings = core.reconciler.findings()
+        if not findings:
+            print("no problems found")
+            return 0
+        for f in findings:
+            print(f"- {f.message}")
+        if not fix:
+            print(f"{len(findings)} problem(s); run with --fix to repair")
+            return 1
+        applied = core.reconciler.run_once(confirmed=True)
+        left = core.reconciler.findings()
+        print(f"repaired {len(applied)}; {len(left)} problem(s) left")
+        for f in left:
+            print(f"- still: {f.message}")
+        return 0 if not left else 1
+    finally:
+        core.close()
 
 
 def _serve(settings: Settings) -> int:
@@ -122,5 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         ovsdb_timeout=args.ovsdb_timeout,
         ovs_rundir=args.ovs_rundir,
+        docker_url=args.docker_url,
+        reconcile_interval=getattr(args, "reconcile_interval", 0.0),
     )
+    if args.command == "doctor":
+        return _doctor(settings, args.fix)
     return _serve(settings)

@@ -21,6 +21,11 @@ class Settings:
     # How long to wait for ovs-vswitchd to create a bridge's internal device.
     device_timeout: float = 5.0
 
+    # Docker's API, asked only by the background reconciler; "" turns that check off.
+    docker_url: str = "unix:///var/run/docker.sock"
+    reconcile_interval: float = 30.0  # seconds; 0 turns the background reconciler off
+    reconcile_confirm_delay: float = 5.0  # second look before removing what seems stale
+
     # Where ovs-vswitchd keeps the bridges' OpenFlow management sockets (BRIDGE.mgmt).
     ovs_rundir: Path | None = None
 

@@ -101,6 +101,18 @@ class FakeSwitch:
         self.ports.pop(port, None)
         self.port_columns.pop(port, None)
 
+    def empty_bridges(self) -> list[str]:
+        return [
+            name
+            for name, b in self.bridges.items()
+            if b.external_ids.get(OWNER_KEY) == OWNER
+            and not networks_on_bridge(name, b.external_ids)
+        ]
+
+    def delete_bridge(self, bridge: str) -> None:
+        if self.bridges.get(bridge, FakeBridge({})).external_ids.get(OWNER_KEY) == OWNER:
+            del self.bridges[bridge]
+
 
 @dataclass
 class FakeLinks:
@@ -109,11 +121,17 @@ class FakeLinks:
     default_route: set[str] = field(default_factory=lambda: {"eth0"})
     up: set[str] = field(default_factory=set)
     tx_checksum_off: set[str] = field(default_factory=set)
-    addresses: dict[str, list[IPInterface]] = field(default_factory=dict)
+    assigned: dict[str, list[IPInterface]] = field(default_factory=dict)  # device -> addresses
     fail_bridge_port: bool = False
 
     def exists(self, name: str) -> bool:
         return name in self.host_devices or name in self.links
+
+    def names(self, prefixes: tuple[str, ...]) -> list[str]:
+        return sorted(n for n in self.links if n.startswith(prefixes))
+
+    def addresses(self, name: str) -> list[IPInterface]:
+        return list(self.assigned.get(name, []))
 
     def default_route_interfaces(self) -> set[str]:
         return set(self.default_route)
@@ -137,15 +155,16 @@ class FakeLinks:
     def configure_bridge_port(self, name: str, addresses: Sequence[IPInterface]) -> None:
         if self.fail_bridge_port:
             raise BackendError(f"device {name} did not appear")
-        self.addresses.setdefault(name, [])
+        self.assigned.setdefault(name, [])
         for a in addresses:
-            if a not in self.addresses[name]:
-                self.addresses[name].append(a)
+            if a not in self.assigned[name]:
+                self.assigned[name].append(a)
 
 
 @dataclass
 class FakeFlows:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    extra_cookies: set[int] = field(default_factory=set)
 
     def install_endpoint(self, network: Network, endpoint: Endpoint) -> None:
         self.endpoints[endpoint.endpoint_id] = endpoint
@@ -153,11 +172,19 @@ class FakeFlows:
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
         self.endpoints.pop(endpoint.endpoint_id, None)
 
+    def cookies(self, bridge: str) -> set[int]:
+        return {e.cookie for e in self.endpoints.values()} | self.extra_cookies
+
+    def remove_cookie(self, bridge: str, cookie: int) -> None:
+        self.extra_cookies.discard(cookie)
+        self.endpoints = {k: e for k, e in self.endpoints.items() if e.cookie != cookie}
+
 
 @dataclass
 class FakeFirewall:
     networks: dict[str, Network] = field(default_factory=dict)
     published: dict[str, Endpoint] = field(default_factory=dict)
+    unknown: set[str] = field(default_factory=set)  # short ids of rules of no known network
 
     def add_network(self, network: Network) -> None:
         self.networks[network.network_id] = network
@@ -174,8 +201,29 @@ class FakeFirewall:
         else:
             self.published.pop(endpoint.endpoint_id, None)
 
+    def has_network(self, network: Network) -> bool:
+        return network.network_id in self.networks
+
+    def tagged_networks(self) -> set[str]:
+        return {n[:12] for n in self.networks} | self.unknown
+
+    def remove_tagged(self, short_id: str) -> None:
+        self.unknown.discard(short_id)
+        self.networks = {k: n for k, n in self.networks.items() if k[:12] != short_id}
+
 
 def make_driver(datapath_type: str = "netdev") -> Driver:
     return Driver(
         FakeSwitch(), FakeLinks(), FakeFirewall(), FakeFlows(), datapath_type=datapath_type
     )
+
+
+@dataclass
+class FakeDocker:
+    networks: dict[str, set[str]] = field(default_factory=dict)
+    down: bool = False
+
+    def endpoints_by_network(self) -> dict[str, set[str]]:
+        if self.down:
+            raise ConnectionError("docker.sock: connection refused")
+        return {k: set(v) for k, v in self.networks.items()}

@@ -58,7 +58,7 @@ def test_create_network_makes_bridge_address_and_rules(
 ) -> None:
     create(driver)
     assert switch.bridges["ovsbr-aaaaaaaa"].datapath == "netdev"
-    assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
+    assert links.assigned["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
     assert set(firewall.networks) == {NET}
 
 
@@ -116,7 +116,7 @@ def test_internal_network_has_no_gateway_nor_rules(
     info = driver.join(NET, EP)
     assert info.gateway is None
     assert info.disable_gateway_service
-    assert links.addresses == {}
+    assert links.assigned == {}
     assert firewall.networks == {}
 
 
@@ -191,7 +191,7 @@ def test_restore_rebuilds_cache_and_plumbing(
     first = Driver(switch, links, firewall, flows, datapath_type="netdev")
     create(first)
     first.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.7/24"), ipv6=None, mac=None)
-    links.addresses.clear()
+    links.assigned.clear()
     firewall.networks.clear()
     flows.endpoints.clear()  # as after an ovs-vswitchd restart
 
@@ -199,7 +199,7 @@ def test_restore_rebuilds_cache_and_plumbing(
     second.restore()
     assert [n.network_id for n in second.networks()] == [NET]
     assert second.join(NET, EP).gateway == "10.1.0.1"
-    assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
+    assert links.assigned["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
     assert set(firewall.networks) == {NET}
     assert set(flows.endpoints) == {EP}
     second.delete_endpoint(NET, EP)
@@ -224,7 +224,7 @@ def test_flat_mode_has_no_host_address_and_joins_the_external_gateway(
 ) -> None:
     create(driver, **{"ovs.mode": "flat", "ovs.bridge.uplink": "eth1"})
     driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.9/24"), ipv6=None, mac=None)
-    assert links.addresses == {}
+    assert links.assigned == {}
     assert firewall.networks == {}
     assert switch.bridges["ovsbr-aaaaaaaa"].uplink == "eth1"
     assert "eth1" in links.up
@@ -238,7 +238,7 @@ def test_routed_mode_has_gateway_and_no_masquerade(
     net = firewall.networks[NET]
     assert net.mode.value == "routed"
     assert not net.masquerade
-    assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
+    assert links.assigned["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
 
 
 def test_vlan_networks_share_a_bridge_and_uplink(
@@ -249,7 +249,7 @@ def test_vlan_networks_share_a_bridge_and_uplink(
     bridge = switch.bridges["br-phys"]
     assert bridge.trunks == [10, 20]
     assert bridge.gateway_ports == {"ovg" + NET[:12]: 10, "ovg" + NET2[:12]: 20}
-    assert set(links.addresses) == {"ovg" + NET[:12], "ovg" + NET2[:12]}
+    assert set(links.assigned) == {"ovg" + NET[:12], "ovg" + NET2[:12]}
     driver.create_endpoint(NET2, EP, ipv4=None, ipv6=None, mac=None)
     assert switch.port_columns["ovp" + EP[:12]]["tag"] == 20
 
@@ -328,7 +328,7 @@ def test_iface_prefix_and_ipv6_gateway(driver: Driver, links: FakeLinks) -> None
     )
     info = driver.join(NET, EP)
     assert (info.dst_prefix, info.gateway_ipv6) == ("ovs", "fd00:1::1")
-    assert links.addresses["ovsbr-aaaaaaaa"] == [SUBNET.gateway, V6.gateway]
+    assert links.assigned["ovsbr-aaaaaaaa"] == [SUBNET.gateway, V6.gateway]
 
 
 def test_publish_ports_and_revoke(

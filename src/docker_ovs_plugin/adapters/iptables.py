@@ -222,23 +222,47 @@ class IptablesFirewall:
             self.setup(4)
             self._ensure_rules(4, wanted)
 
-    def _remove_tagged(self, family: int, comment: str, *, prefix: bool) -> None:
-        """Delete the rules tagged `comment` (and, with prefix, those tagged `comment:*`)."""
+    def has_network(self, network: Network) -> bool:
+        return all(
+            self._exists(family, table, chain, rule)
+            for family in self._families(network)
+            for table, chain, rule in network_rules(network, family)
+        )
+
+    def tagged_networks(self) -> set[str]:
+        found: set[str] = set()
+        for family in (4, 6):
+            for _, _, comment in self._tagged_rules(family):
+                parts = comment.split(":")
+                if len(parts) >= 2 and parts[0] == COMMENT_PREFIX:
+                    found.add(parts[1])
+        return found
+
+    def remove_tagged(self, short_id: str) -> None:
+        for family in (4, 6):
+            self._remove_tagged(family, f"{COMMENT_PREFIX}:{short_id}", prefix=True)
+
+    def _tagged_rules(self, family: int) -> list[tuple[str, list[str], str]]:
+        """(table, rule words, comment) of every commented rule in our chains."""
         chains = [("filter", c) for c in _FILTER_CHAINS]
         if family == 4:
             chains += [("nat", POSTROUTING), ("nat", DNAT)]
+        found = []
         for table, chain in chains:
             listing = self._run(family, table, "-S", chain, check=False)
             if listing.returncode != 0:
                 continue  # chain absent: nothing of ours there
             for line in listing.stdout.splitlines():
                 words = shlex.split(line)  # parses iptables' own output; nothing is executed
-                if words[:2] != ["-A", chain] or "--comment" not in words:
-                    continue
-                found = words[words.index("--comment") + 1]
-                if found != comment and not (prefix and found.startswith(comment + ":")):
-                    continue
-                self._run(family, table, "-D", chain, *words[2:])
+                if words[:2] == ["-A", chain] and "--comment" in words:
+                    found.append((table, words, words[words.index("--comment") + 1]))
+        return found
+
+    def _remove_tagged(self, family: int, comment: str, *, prefix: bool) -> None:
+        """Delete the rules tagged `comment` (and, with prefix, those tagged `comment:*`)."""
+        for table, words, found in self._tagged_rules(family):
+            if found == comment or (prefix and found.startswith(comment + ":")):
+                self._run(family, table, "-D", *words[1:])
 
 
 def _enable_forwarding(family: int) -> None:

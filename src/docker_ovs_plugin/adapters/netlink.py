@@ -7,6 +7,7 @@ the HTTP server runs each request on its own thread. Opening one costs about a m
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 import time
@@ -61,6 +62,21 @@ class NetlinkLinks:
     def exists(self, name: str) -> bool:
         with _iproute(f"looking up {name}") as ipr:
             return _index(ipr, name) is not None
+
+    def names(self, prefixes: tuple[str, ...]) -> list[str]:
+        with _iproute("listing devices") as ipr:
+            found = (str(link.get("IFLA_IFNAME")) for link in ipr.link("dump"))
+            return sorted(n for n in found if n.startswith(prefixes))
+
+    def addresses(self, name: str) -> list[IPInterface]:
+        with _iproute(f"reading the addresses of {name}") as ipr:
+            index = _index(ipr, name)
+            if index is None:
+                return []
+            return [
+                ipaddress.ip_interface(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}")
+                for a in ipr.addr("dump", index=index)
+            ]
 
     def default_route_interfaces(self) -> set[str]:
         with _iproute("reading the routing table") as ipr:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import subprocess
 from ipaddress import IPv6Address
 from pathlib import Path
@@ -26,10 +27,6 @@ ALLOW_PRIORITY = 200
 DROP_PRIORITY = 100
 
 
-def cookie(network_id: str, endpoint_id: str) -> int:
-    return (int(network_id[:8], 16) << 32) | int(endpoint_id[:8], 16)
-
-
 def link_local(mac: str) -> IPv6Address:
     """The EUI-64 link-local address the kernel derives from a MAC."""
     b = bytes.fromhex(mac.replace(":", ""))
@@ -41,7 +38,7 @@ def port_security_flows(endpoint: Endpoint) -> list[str]:
     """Flows that let the port send only from its MAC and its addresses; the rest is dropped."""
     port = endpoint.host_if
     mac = endpoint.mac
-    head = f"cookie={cookie(endpoint.network_id, endpoint.endpoint_id):#x},table=0"
+    head = f"cookie={endpoint.cookie:#x},table=0"
     allow = f"{head},priority={ALLOW_PRIORITY},in_port={port},dl_src={mac}"
     flows = []
     if endpoint.ipv4 is None and endpoint.ipv6 is None:
@@ -67,9 +64,10 @@ class OfctlFlows:
     def _target(self, bridge: str) -> Path:
         return self._rundir / f"{bridge}.mgmt"
 
-    def _ofctl(self, command: str, bridge: str, *args: str, stdin: str | None = None) -> None:
+    def _ofctl(self, command: str, bridge: str, *args: str, stdin: str | None = None) -> str:
         # --bundle: the whole change applies atomically, or not at all.
-        argv = ["ovs-ofctl", "--bundle", command, f"unix:{self._target(bridge)}", *args]
+        bundle = ["--bundle"] if command != "dump-flows" else []
+        argv = ["ovs-ofctl", *bundle, command, f"unix:{self._target(bridge)}", *args]
         try:
             result = subprocess.run(
                 argv,
@@ -85,14 +83,25 @@ class OfctlFlows:
             raise BackendError(
                 f"ovs-ofctl {command} on bridge {bridge} failed: {result.stderr.strip()}"
             )
+        return result.stdout
 
     def install_endpoint(self, network: Network, endpoint: Endpoint) -> None:
-        c = cookie(endpoint.network_id, endpoint.endpoint_id)
-        lines = [f"delete cookie={c:#x}/-1"] + [f"add {f}" for f in port_security_flows(endpoint)]
+        lines = [f"delete cookie={endpoint.cookie:#x}/-1"]
+        lines += [f"add {f}" for f in port_security_flows(endpoint)]
         self._ofctl("add-flows", network.bridge, "-", stdin="\n".join(lines) + "\n")
 
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
-        if not self._target(network.bridge).exists():
-            return  # no bridge, no flows
-        c = cookie(endpoint.network_id, endpoint.endpoint_id)
-        self._ofctl("del-flows", network.bridge, f"cookie={c:#x}/-1")
+        self.remove_cookie(network.bridge, endpoint.cookie)
+
+    def cookies(self, bridge: str) -> set[int]:
+        if not self._target(bridge).exists():
+            return set()
+        found = {int(c, 16) for c in _COOKIE_RE.findall(self._ofctl("dump-flows", bridge))}
+        return found - {0}
+
+    def remove_cookie(self, bridge: str, cookie: int) -> None:
+        if self._target(bridge).exists():  # no bridge, no flows
+            self._ofctl("del-flows", bridge, f"cookie={cookie:#x}/-1")
+
+
+_COOKIE_RE = re.compile(r"cookie=0x([0-9a-f]+)")

@@ -18,6 +18,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 from docker_ovs_plugin.service.errors import BackendError
 from docker_ovs_plugin.service.model import (
     NETWORK_ID_KEY,
+    NETWORK_KEY_PREFIX,
     OWNER,
     OWNER_KEY,
     ROLE_KEY,
@@ -54,6 +55,12 @@ class OvsdbSwitch:
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
+        # Fail at once while ovsdb-server is away (ovsdbapp reconnects in the background)
+        # instead of letting Docker wait for the transaction timeout.
+        if not self._api.ovsdb_connection.idl._session.is_connected():
+            raise BackendError(
+                f"{what}: not connected to the Open vSwitch database (is ovsdb-server running?)"
+            )
         try:
             yield
         except ovsdb_exc.TimeoutException as e:
@@ -233,6 +240,20 @@ class OvsdbSwitch:
             return
         with self._errors(f"deleting port {port}"):
             self._api.del_port(port, bridge=bridge, if_exists=True).execute(check_error=True)
+
+    def empty_bridges(self) -> list[str]:
+        return [
+            str(row.name)
+            for row in self._find("Bridge", _OWNED)
+            if not any(k.startswith(NETWORK_KEY_PREFIX) for k in row.external_ids)
+        ]
+
+    def delete_bridge(self, bridge: str) -> None:
+        state = self.bridge_state(bridge)
+        if state is None or not state.owned:
+            return
+        with self._errors(f"deleting bridge {bridge}"):
+            self._api.del_br(bridge, if_exists=True).execute(check_error=True)
 
     def _check_interface(self, name: str) -> None:
         # ovsdbapp only logs a failed interface; OVS reports it in `error` and ofport -1.

@@ -74,14 +74,19 @@ class Driver:
 
     # -- start -----------------------------------------------------------------------------
 
-    def restore(self) -> None:
-        """Rebuild the cache from OVSDB and put back addresses, rules and flows a restart of
-        the plugin or of ovs-vswitchd may lack."""
+    def load(self) -> tuple[list[Network], list[Endpoint]]:
+        """Rebuild the cache from OVSDB, changing nothing."""
         networks = self._switch.list_networks()
         endpoints = self._switch.list_endpoints()
         with self._cache_lock:
             self._networks = {n.network_id: n for n in networks}
             self._endpoints = {e.endpoint_id: e for e in endpoints}
+        return networks, endpoints
+
+    def restore(self) -> None:
+        """Rebuild the cache from OVSDB and put back addresses, rules and flows a restart of
+        the plugin or of ovs-vswitchd may lack."""
+        networks, endpoints = self.load()
         for net in networks:
             try:
                 self._plumb_network(net)
@@ -99,6 +104,10 @@ class Driver:
         LOG.info("restored %d networks and %d endpoints from OVSDB", len(networks), len(endpoints))
 
     # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def datapath_type(self) -> str:
+        return self._datapath_type
 
     def networks(self) -> list[Network]:
         with self._cache_lock:
@@ -133,6 +142,48 @@ class Driver:
                 return
             with self._locks.hold("bridge:" + bridge):
                 yield
+
+    def repair_network(self, network_id: str) -> None:
+        """Put back the network's bridge and ports if someone deleted them, then its addresses
+        and rules (which ovs-vswitchd loses when it restarts)."""
+        with self._cache_lock:
+            known = self._networks.get(network_id)
+        if known is None:
+            return
+        with self._hold(network_id, known.bridge):
+            with self._cache_lock:
+                net = self._networks.get(network_id)
+                peers = [
+                    n
+                    for n in self._networks.values()
+                    if n.bridge == known.bridge and n.network_id != network_id
+                ]
+                endpoints = [e for e in self._endpoints.values() if e.network_id == network_id]
+            if net is None:
+                return
+            if not self.bridge_records(net):
+                LOG.warning(
+                    "bridge %s of network %s vanished; recreating it", net.bridge, network_id[:12]
+                )
+                self._switch.add_network(net, self._datapath_type, peers)
+                for ep in endpoints:
+                    if self._links.exists(ep.host_if):
+                        self._switch.add_port(net, ep)
+            self._plumb_network(net)
+
+    def bridge_records(self, net: Network) -> bool:
+        """Whether OVSDB still has the network's bridge and its record on it."""
+        state = self._switch.bridge_state(net.bridge)
+        return state is not None and any(n.network_id == net.network_id for n in state.networks)
+
+    def repair_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        """Put back the endpoint's flows and published ports."""
+        with self._hold(network_id):
+            with self._cache_lock:
+                net = self._networks.get(network_id)
+                ep = self._endpoints.get(endpoint_id)
+            if net is not None and ep is not None:
+                self._plumb_endpoint(net, ep)
 
     # -- networks --------------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ def owned(extra: dict[str, str] | None = None) -> dict[str, str]:
     return {OWNER_KEY: OWNER, SCHEMA_KEY: SCHEMA_VERSION, **(extra or {})}
 
 
+def network_cookie(network_id: str) -> int:
+    """The upper 32 bits of the OpenFlow cookies of a network's flows."""
+    return int(network_id[:8], 16)
+
+
 def network_key(network_id: str) -> str:
     return NETWORK_KEY_PREFIX + network_id
 
@@ -211,6 +216,11 @@ class Endpoint:
     @property
     def container_if(self) -> str:
         return naming.container_veth_name(self.endpoint_id)
+
+    @property
+    def cookie(self) -> int:
+        """OpenFlow cookie of the endpoint's flows: network id prefix, then endpoint id prefix."""
+        return (network_cookie(self.network_id) << 32) | int(self.endpoint_id[:8], 16)
 
     def to_external_ids(self) -> dict[str, str]:
         # iface-id / attached-mac / iface-status follow OVS's integration guide, so other OVS

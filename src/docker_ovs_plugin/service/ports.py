@@ -49,11 +49,23 @@ class Switch(Protocol):
     def delete_port(self, bridge: str, port: str) -> None:
         """Delete the port if it exists and is ours."""
 
+    def empty_bridges(self) -> list[str]:
+        """Bridges tagged as ours that record no network (left by an interrupted delete)."""
+
+    def delete_bridge(self, bridge: str) -> None:
+        """Delete the bridge if it is ours."""
+
 
 class Links(Protocol):
     """Kernel network devices (netlink)."""
 
     def exists(self, name: str) -> bool: ...
+
+    def names(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Devices in the host namespace whose names start with one of the prefixes."""
+
+    def addresses(self, name: str) -> list[IPInterface]:
+        """The addresses of a device (empty when it does not exist)."""
 
     def default_route_interfaces(self) -> set[str]:
         """Names of the devices that carry a default route (IPv4 or IPv6)."""
@@ -80,6 +92,11 @@ class Flows(Protocol):
 
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None: ...
 
+    def cookies(self, bridge: str) -> set[int]:
+        """Cookies of the flows on the bridge (0, the NORMAL default, excluded)."""
+
+    def remove_cookie(self, bridge: str, cookie: int) -> None: ...
+
 
 class Firewall(Protocol):
     """Packet filter rules of the plugin's own chains."""
@@ -92,3 +109,19 @@ class Firewall(Protocol):
 
     def set_port_mappings(self, network: Network, endpoint: Endpoint) -> None:
         """Make the endpoint's published ports exactly its `port_mappings`."""
+
+    def has_network(self, network: Network) -> bool:
+        """Whether every rule of the network is in place."""
+
+    def tagged_networks(self) -> set[str]:
+        """Short (12 hex) ids of the networks that have rules in our chains."""
+
+    def remove_tagged(self, short_id: str) -> None:
+        """Remove every rule tagged with that short network id."""
+
+
+class DockerView(Protocol):
+    """What Docker itself knows; asked only from the background, never inside a request."""
+
+    def endpoints_by_network(self) -> dict[str, set[str]]:
+        """Endpoint ids of every network of this driver, by network id. Raises on failure."""
