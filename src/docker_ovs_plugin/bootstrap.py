@@ -56,7 +56,7 @@ def build_core(settings: Settings) -> Core:
     links = NetlinkLinks(settings.device_timeout)
     firewall = IptablesFirewall()
     flows = OfctlFlows(settings.rundir)
-    driver = Driver(switch, links, firewall, flows, datapath_type=dp_type)
+    driver = Driver(switch, links, firewall, flows, datapath_type=dp_type, name=settings.name)
     docker = DockerApi(settings.name, settings.docker_url) if settings.docker_url else None
     reconciler = Reconciler(
         driver, switch=switch, links=links, firewall=firewall, flows=flows, docker=docker

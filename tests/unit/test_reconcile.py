@@ -150,3 +150,23 @@ def test_deleted_bridge_is_recreated_with_its_ports(world: World) -> None:
     assert "ovsbr-aaaaaaaa" in world.switch.bridges
     assert "ovp" + EP[:12] in world.switch.ports
     assert world.reconciler.findings() == []
+
+
+def test_another_plugin_instance_on_the_same_ovs_is_left_alone(world: World) -> None:
+    world.network_with(EP)
+    other = Driver(
+        world.switch, world.links, world.firewall, world.flows, datapath_type="netdev", name="ovs2"
+    )
+    other_net = "b" * 64
+    other.create_network(
+        other_net,
+        {},
+        [Subnet(ipaddress.ip_network("10.2.0.0/24"), ipaddress.ip_interface("10.2.0.1/24"))],
+        [],
+        internal=False,
+    )
+    other.create_endpoint(other_net, EP2, ipv4=IPv4Interface("10.2.0.2/24"), ipv6=None, mac=None)
+    assert world.reconciler.findings() == []  # this instance's Docker view knows only NET
+    world.driver.load()
+    assert [n.network_id for n in world.driver.networks()] == [NET]
+    assert [e.endpoint_id for e in world.driver.endpoints()] == [EP]

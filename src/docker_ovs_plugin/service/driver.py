@@ -19,7 +19,13 @@ from typing import Any
 
 from docker_ovs_plugin.service.errors import Conflict, InvalidRequest, NotFound
 from docker_ovs_plugin.service.locks import KeyedLocks
-from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping, Subnet
+from docker_ovs_plugin.service.model import (
+    DEFAULT_DRIVER,
+    Endpoint,
+    Network,
+    PortMapping,
+    Subnet,
+)
 from docker_ovs_plugin.service.naming import default_bridge_name
 from docker_ovs_plugin.service.options import parse_network_options
 from docker_ovs_plugin.service.ports import Firewall, Flows, Links, Switch
@@ -60,8 +66,10 @@ class Driver:
         flows: Flows,
         *,
         datapath_type: str,
+        name: str = DEFAULT_DRIVER,
         lock_timeout: float = 60.0,
     ) -> None:
+        self._name = name
         self._switch = switch
         self._links = links
         self._firewall = firewall
@@ -76,8 +84,9 @@ class Driver:
 
     def load(self) -> tuple[list[Network], list[Endpoint]]:
         """Rebuild the cache from OVSDB, changing nothing."""
-        networks = self._switch.list_networks()
-        endpoints = self._switch.list_endpoints()
+        networks = [n for n in self._switch.list_networks() if n.driver == self._name]
+        mine = {n.network_id for n in networks}
+        endpoints = [e for e in self._switch.list_endpoints() if e.network_id in mine]
         with self._cache_lock:
             self._networks = {n.network_id: n for n in networks}
             self._endpoints = {e.endpoint_id: e for e in endpoints}
@@ -108,6 +117,10 @@ class Driver:
     @property
     def datapath_type(self) -> str:
         return self._datapath_type
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def networks(self) -> list[Network]:
         with self._cache_lock:
@@ -201,6 +214,7 @@ class Driver:
             network_id=network_id,
             bridge=opts.bridge_name or default_bridge_name(network_id),
             mtu=opts.mtu,
+            driver=self._name,
             mode=opts.mode,
             internal=internal,
             vlan=opts.vlan,
@@ -338,6 +352,7 @@ class Driver:
                 mac=mac or mac_for(ipv4),
                 ipv4=ipv4,
                 ipv6=ipv6,
+                driver=self._name,
             )
             self._links.create_veth(
                 ep.host_if,

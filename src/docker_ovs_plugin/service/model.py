@@ -21,6 +21,8 @@ OWNER_KEY = "owner"
 OWNER = "docker-ovs-plugin"
 _NS = "docker-ovs:"
 NETWORK_ID_KEY = _NS + "network-id"
+DRIVER_KEY = _NS + "driver"  # which plugin instance (driver name) owns the row
+DEFAULT_DRIVER = "ovs"
 NETWORK_KEY_PREFIX = _NS + "network:"
 PORTMAP_KEY = _NS + "portmap"
 ROLE_KEY = _NS + "role"
@@ -76,6 +78,8 @@ class Network:
     network_id: str
     bridge: str
     mtu: int
+    # Several plugin instances (driver names) may share one OVS; each manages only its own.
+    driver: str = DEFAULT_DRIVER
     mode: Mode = Mode.NAT
     internal: bool = False
     vlan: int | None = None
@@ -115,6 +119,7 @@ class Network:
 
     def to_json(self) -> str:
         data: dict[str, Any] = {
+            "driver": self.driver,
             "mtu": self.mtu,
             "mode": self.mode.value,
             "internal": self.internal,
@@ -140,6 +145,7 @@ class Network:
                 network_id=network_id,
                 bridge=bridge,
                 mtu=int(data["mtu"]),
+                driver=str(data.get("driver", DEFAULT_DRIVER)),
                 mode=Mode(data.get("mode", Mode.NAT.value)),
                 internal=bool(data.get("internal", False)),
                 vlan=int(data["vlan"]) if data.get("vlan") is not None else None,
@@ -208,6 +214,7 @@ class Endpoint:
     ipv4: IPv4Interface | None = None
     ipv6: IPv6Interface | None = None
     port_mappings: tuple[PortMapping, ...] = ()
+    driver: str = DEFAULT_DRIVER
 
     @property
     def host_if(self) -> str:
@@ -231,6 +238,7 @@ class Endpoint:
                 "attached-mac": self.mac,
                 "iface-status": "active",
                 NETWORK_ID_KEY: self.network_id,
+                DRIVER_KEY: self.driver,
                 PORTMAP_KEY: json.dumps([p.to_json() for p in self.port_mappings]),
             }
         )
@@ -254,6 +262,7 @@ class Endpoint:
                 port_mappings=tuple(
                     PortMapping.from_json(p) for p in json.loads(ids.get(PORTMAP_KEY, "[]"))
                 ),
+                driver=ids.get(DRIVER_KEY, DEFAULT_DRIVER),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise CorruptState(f"interface with external_ids {ids}: unreadable ({e})") from e

@@ -22,10 +22,10 @@ class Switch(Protocol):
     """Open vSwitch configuration (OVSDB): bridges, ports and their external_ids."""
 
     def list_networks(self) -> list[Network]:
-        """Every network recorded on a bridge that carries our owner tag."""
+        """Every network recorded on a bridge that carries our owner tag (any driver name)."""
 
     def list_endpoints(self) -> list[Endpoint]:
-        """Every endpoint recorded on an interface that carries our owner tag."""
+        """Every endpoint recorded on an interface that carries our owner tag (any driver)."""
 
     def bridge_state(self, bridge: str) -> BridgeState | None:
         """None when there is no such bridge."""

@@ -104,8 +104,12 @@ class Reconciler:
         endpoints = driver.endpoints()
         out = []
         ours = {n for ep in endpoints for n in (ep.host_if, ep.container_if)}
+        # Endpoints of every plugin instance on this host (other driver names) are not ours to
+        # judge, nor are their rules: only what no instance records is a leftover.
+        recorded = self._switch.list_endpoints()
+        anyones = {n for ep in recorded for n in (ep.host_if, ep.container_if)}
         for name in self._links.names((HOST_VETH_PREFIX, CONTAINER_VETH_PREFIX)):
-            if name not in ours:
+            if name not in ours and name not in anyones:
                 out.append(
                     Finding(
                         f"link:{name}",
@@ -125,7 +129,7 @@ class Reconciler:
                         removal=True,
                     )
                 )
-        known = {n.network_id[:12] for n in networks}
+        known = {n.network_id[:12] for n in (*networks, *self._switch.list_networks())}
         for short in self._firewall.tagged_networks() - known:
             out.append(
                 Finding(
