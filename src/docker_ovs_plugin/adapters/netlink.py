@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute, NetlinkError
@@ -25,6 +26,8 @@ LOG = logging.getLogger(__name__)
 
 _POLL_INTERVAL = 0.02
 _IFA_F_NODAD = 0x02
+_IFF_UP = 0x1
+_IFF_NOARP = 0x80
 _MAIN = 254  # the main routing table
 
 
@@ -121,7 +124,12 @@ class NetlinkLinks:
             index = _index(ipr, host)
             if index is None:
                 raise BackendError(f"veth {host} vanished right after it was created")
-            ipr.link("set", index=index, state="up")
+            # The host end is only a switch port. On the userspace datapath the kernel still
+            # sees its frames: with ARP on, it would answer the container's ARP for the
+            # gateway with this veth's MAC, and routed traffic would enter the host here,
+            # past the rules written for the gateway port.
+            _disable_ipv6(host)
+            ipr.link("set", index=index, flags=_IFF_NOARP | _IFF_UP, change=_IFF_NOARP | _IFF_UP)
 
     def delete_link(self, name: str) -> None:
         with _iproute(f"deleting {name}") as ipr:
@@ -152,6 +160,16 @@ class NetlinkLinks:
                     if e.code != errno.EEXIST:
                         raise
             ipr.link("set", index=index, state="up")
+
+
+def _disable_ipv6(name: str) -> None:
+    path = Path("/proc/sys/net/ipv6/conf") / name / "disable_ipv6"
+    try:
+        path.write_text("1\n")
+    except FileNotFoundError:
+        pass  # the host runs without IPv6
+    except OSError as e:
+        raise BackendError(f"cannot disable IPv6 on {name}: {e}") from e
 
 
 def _set_tx_checksum(name: str, *, enabled: bool) -> None:
