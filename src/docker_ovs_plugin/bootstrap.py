@@ -81,7 +81,7 @@ def build(settings: Settings) -> App:
     if settings.reconcile_interval > 0:
         core.reconciler.start(
             interval=settings.reconcile_interval,
-            first_delay=settings.reconcile_confirm_delay,
+            grace=settings.reconcile_grace,
             restarted=VswitchdWatch(settings.rundir).restarted,
         )
     LOG.info(

@@ -24,7 +24,9 @@ class Settings:
     # Docker's API, asked only by the background reconciler; "" turns that check off.
     docker_url: str = "unix:///var/run/docker.sock"
     reconcile_interval: float = 30.0  # seconds; 0 turns the background reconciler off
-    reconcile_confirm_delay: float = 5.0  # second look before removing what seems stale
+    # How long something must keep looking stale before it is removed: an endpoint being
+    # created is in OVS a moment before Docker lists it.
+    reconcile_grace: float = 10.0
 
     # Where ovs-vswitchd keeps the bridges' OpenFlow management sockets (BRIDGE.mgmt).
     ovs_rundir: Path | None = None

@@ -170,3 +170,12 @@ def test_another_plugin_instance_on_the_same_ovs_is_left_alone(world: World) -> 
     world.driver.load()
     assert [n.network_id for n in world.driver.networks()] == [NET]
     assert [e.endpoint_id for e in world.driver.endpoints()] == [EP]
+
+
+def test_removal_waits_for_the_grace_period(world: World) -> None:
+    world.network_with(EP)
+    world.docker.networks[NET] = set()
+    assert world.reconciler.run_once(grace=60) == []
+    assert world.reconciler.run_once(grace=60) == []  # seen twice, but not for 60 s yet
+    assert world.driver.endpoints()
+    assert len(world.reconciler.run_once(grace=0)) == 1

@@ -4,8 +4,8 @@ Docker replays nothing to a plugin after a restart of either side and sends no D
 plugin that was down, and ovs-vswitchd forgets flows and the addresses of internal ports when it
 restarts. `Reconciler.findings()` lists every difference with words for an operator and a repair;
 the background loop (and `docker-ovs-plugin doctor --fix`) apply them. Repairs that put something
-back are applied at once; removals only when the same finding is seen on two passes, so an
-endpoint that is being created (in OVS but not yet in Docker) is never collected.
+back are applied at once; removals only when the same finding is still there after a grace
+period, so an endpoint that is being created (in OVS but not yet in Docker) is never collected.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class Reconciler:
         self._firewall = firewall
         self._flows = flows
         self._docker = docker
-        self._suspects: set[str] = set()
+        # removal finding key -> when it was first seen; dropped when it stops being seen
+        self._suspects: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.actions = 0  # repairs applied, for operators and metrics
@@ -213,12 +214,20 @@ class Reconciler:
 
     # -- acting on it ----------------------------------------------------------------------
 
-    def run_once(self, *, confirmed: bool = False) -> list[Finding]:
-        """Apply repairs; removals only when seen on the previous pass too (or `confirmed`).
-        Returns the findings that were acted on."""
+    def run_once(self, *, confirmed: bool = False, grace: float = 0.0) -> list[Finding]:
+        """Apply repairs at once; a removal only when it was already found on an earlier pass
+        at least `grace` seconds ago (or when `confirmed`). Returns what was acted on."""
+        now = time.monotonic()
         findings = self.findings()
-        due = [f for f in findings if not f.removal or confirmed or f.key in self._suspects]
-        self._suspects = {f.key for f in findings if f.removal} - {f.key for f in due}
+        seen = {f.key: self._suspects.get(f.key, now) for f in findings if f.removal}
+        due = [
+            f
+            for f in findings
+            if not f.removal
+            or confirmed
+            or (f.key in self._suspects and now - seen[f.key] >= grace)
+        ]
+        self._suspects = {k: t for k, t in seen.items() if k not in {f.key for f in due}}
         return self._apply(due)
 
     def restore_plumbing(self) -> list[Finding]:
@@ -244,16 +253,16 @@ class Reconciler:
         self,
         *,
         interval: float,
-        first_delay: float,
+        grace: float,
         restarted: Callable[[], bool] | None = None,
         poll: float = 0.25,
     ) -> None:
-        """Reconcile now, again after `first_delay` (to confirm removals), then every
-        `interval`; and at once whenever `restarted()` says ovs-vswitchd came back."""
+        """Reconcile now, again after `grace` (when removals found now may be confirmed), then
+        every `interval`; and at once whenever `restarted()` says ovs-vswitchd came back."""
 
         def loop() -> None:
             next_full = time.monotonic()
-            delay = first_delay
+            delay = grace
             recovering_until = 0.0
             while not self._stop.is_set():
                 try:
@@ -264,7 +273,7 @@ class Reconciler:
                     if time.monotonic() < recovering_until:
                         self.restore_plumbing()
                     if time.monotonic() >= next_full:
-                        self.run_once()
+                        self.run_once(grace=grace)
                         next_full = time.monotonic() + delay
                         delay = interval
                 except Exception:
