@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between background passes that collect what Docker forgot and put back "
         "what OVS lost; 0 turns them off (default: 30)",
     )
+    serve.add_argument(
+        "--reconcile-grace",
+        type=float,
+        default=10.0,
+        help="seconds something must keep looking stale before a pass removes it (default: 10)",
+    )
     doctor = sub.add_parser(
         "doctor",
         parents=[common],
@@ -177,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ovs_rundir=args.ovs_rundir,
         docker_url=args.docker_url,
         reconcile_interval=getattr(args, "reconcile_interval", 0.0),
+        reconcile_grace=getattr(args, "reconcile_grace", 10.0),
     )
     if args.command == "doctor":
         return _doctor(settings, args.fix)

@@ -530,6 +530,8 @@ class Plugin:
     name: str
     log_dir: Path
     start_timeout: float = 15.0
+    #: Quick background reconciliation, so the suite exercises it alongside every test.
+    extra_args: tuple[str, ...] = ("--reconcile-interval", "2", "--reconcile-grace", "4")
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     logs: list[Path] = field(default_factory=list)
@@ -555,6 +557,7 @@ class Plugin:
             self.name,
             "--log-level",
             "debug",
+            *self.extra_args,
         ]
 
     @property
