@@ -492,12 +492,19 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def plugin_call(
-    socket_path: Path, method: str, body: dict[str, Any] | None = None, *, timeout: float = 5.0
+    socket_path: Path,
+    method: str,
+    body: dict[str, Any] | bytes | None = None,
+    *,
+    timeout: float = 5.0,
 ) -> tuple[int, Any]:
     """POST one Docker v1 plugin protocol call to a unix socket; returns (status, json)."""
     conn = _UnixHTTPConnection(socket_path, timeout)
     try:
-        payload = b"" if body is None else json.dumps(body).encode()
+        if body is None:
+            payload = b""
+        else:
+            payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         conn.request(
             "POST",
             f"/{method}",

@@ -1,0 +1,733 @@
+"""Restarts, faults, load and bad input: nothing lost, nothing leaked.
+
+Docker replays nothing to a plugin after either side restarts and sends no DeleteEndpoint to a
+plugin that was down; Open vSwitch forgets flows and internal-port addresses when
+ovs-vswitchd restarts. These tests cause each of those for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from .support import (
+    DRIVER_NAME,
+    NAME_PREFIX,
+    OWNER,
+    Container,
+    DockerEnv,
+    HostSnapshot,
+    Network,
+    Plugin,
+    assert_snapshot_restored,
+    docker,
+    link_exists,
+    link_ipv4_cidrs,
+    ovs_bridge_exists,
+    ovs_vsctl,
+    plugin_call,
+    run,
+    take_snapshot,
+    unique_name,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+RUNDIR = Path("/var/run/openvswitch")
+# The e2e plugin removes what stays stale for 4 s, checking every 2 s.
+COLLECT_TIMEOUT = 30.0
+
+
+def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    return run(
+        [
+            sys.executable,
+            "-m",
+            "docker_ovs_plugin",
+            "doctor",
+            "--name",
+            DRIVER_NAME,
+            "--log-level",
+            "warning",
+            *args,
+        ],
+        check=False,
+        timeout=120,
+    )
+
+
+def assert_doctor_clean() -> None:
+    def clean() -> bool:
+        return doctor().returncode == 0
+
+    try:
+        wait_until(clean, timeout=COLLECT_TIMEOUT, interval=1.0, what="doctor to find nothing")
+    except AssertionError:
+        report = doctor()
+        raise AssertionError(
+            f"doctor still finds problems:\n{report.stdout}{report.stderr}"
+        ) from None
+
+
+def flows(bridge: str) -> str:
+    return run(["ovs-ofctl", "dump-flows", bridge], check=False).stdout
+
+
+def endpoint_cookie(net: Network, c: Container) -> str:
+    return f"cookie={(int(net.id[:8], 16) << 32 | int(c.endpoint_id[:8], 16)):#x}"
+
+
+# -- the plugin process -----------------------------------------------------------------------
+
+
+def test_sigkill_while_containers_start_leaves_nothing(
+    plugin: Plugin, dk: DockerEnv, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(subnet="10.250.0.0/24", gateway="10.250.0.1")
+    started: list[Container] = []
+    failed: list[str] = []
+
+    def start(i: int) -> None:
+        name = unique_name(f"k{i}")
+        try:
+            started.append(dk.run_container(net, name=name))
+        except AssertionError:
+            failed.append(name)  # a start that met the dead plugin fails; Docker rolls back
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = [pool.submit(start, i) for i in range(6)]
+        time.sleep(random.uniform(0.2, 0.8))  # noqa: S311 (any moment mid-requests)
+        plugin.stop(signal.SIGKILL)
+        plugin.start()
+        for f in futures:
+            f.result()
+    assert len(started) + len(failed) == 6
+    if len(started) >= 2:
+        dk.assert_ping(started[0], started[1].ip)
+        dk.tcp_send(started[1], started[0], started[1].ip, 7101)
+    for name in failed:
+        docker("rm", "-f", name, check=False)
+    late = dk.run_container(net)  # the restarted plugin serves the network
+    dk.assert_ping(late, net.gateway)
+    dk.remove_all()
+    assert_doctor_clean()
+    assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
+
+
+def test_endpoint_removed_while_the_plugin_was_down_is_collected(
+    plugin: Plugin, dk: DockerEnv, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(subnet="10.250.1.0/24", gateway="10.250.1.1")
+    keep = dk.run_container(net)
+    gone = dk.run_container(net)
+    plugin.stop(signal.SIGKILL)
+    # Docker cannot tell the plugin: it gives up on Leave/DeleteEndpoint and drops the endpoint.
+    dk.remove_container(gone)
+    assert link_exists(gone.host_veth)
+    plugin.start()
+    wait_until(
+        lambda: not link_exists(gone.host_veth),
+        timeout=COLLECT_TIMEOUT,
+        what=f"stale endpoint {gone.host_veth} to be collected",
+    )
+    assert endpoint_cookie(net, gone) not in flows(net.bridge)
+    assert endpoint_cookie(net, keep) in flows(net.bridge)
+    dk.assert_ping(keep, net.gateway)
+    dk.remove_all()
+    assert_doctor_clean()
+    assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
+
+
+# -- Open vSwitch faults ----------------------------------------------------------------------
+
+
+def _vswitchd_pid() -> int | None:
+    try:
+        return int((RUNDIR / "ovs-vswitchd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _start_vswitchd() -> None:
+    run([OVS_CTL, "--no-ovsdb-server", "start", "--system-id=random"], timeout=120)
+
+
+def _start_ovsdb_server() -> None:
+    run([OVS_CTL, "--no-ovs-vswitchd", "start", "--system-id=random"], timeout=120)
+
+
+@pytest.fixture
+def ovs_restored() -> Iterator[None]:
+    """Whatever a test does to the OVS daemons, both run again afterwards."""
+    try:
+        yield
+    finally:
+        if run(["ovs-vsctl", "--timeout=3", "show"], check=False).returncode != 0:
+            _start_ovsdb_server()
+        if run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode != 0:
+            _start_vswitchd()
+
+
+def test_vswitchd_restart_puts_addresses_and_flows_back_within_2s(
+    plugin: Plugin, dk: DockerEnv, ovs_restored: None, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(subnet="10.250.2.0/24", gateway="10.250.2.1")
+    a = dk.run_container(net)
+    b = dk.run_container(net)
+    dk.assert_ping(a, net.gateway)
+    old = _vswitchd_pid()
+    run(["ovs-appctl", "-t", "ovs-vswitchd", "exit"])
+    wait_until(
+        lambda: run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode != 0,
+        timeout=10,
+        what="vswitchd to stop",
+    )
+    _start_vswitchd()
+    back = time.monotonic()
+    assert _vswitchd_pid() != old
+
+    def recovered() -> bool:
+        f = flows(net.bridge)
+        return (
+            f"{net.gateway}/24" in link_ipv4_cidrs(net.bridge)
+            and endpoint_cookie(net, a) in f
+            and endpoint_cookie(net, b) in f
+        )
+
+    wait_until(recovered, timeout=10, interval=0.05, what="addresses and flows to come back")
+    took = time.monotonic() - back
+    print(f"recovered {took:.2f} s after ovs-vswitchd was back")
+    assert took < 2.0, f"recovery took {took:.2f} s"
+    dk.assert_ping(a, net.gateway)
+    dk.assert_ping(a, b.ip)
+    dk.tcp_send(b, a, b.ip, 7102)
+    dk.remove_all()
+    assert_snapshot_restored(snapshot_before)
+
+
+def test_ovsdb_server_restart_fails_fast_then_reconnects(
+    plugin: Plugin, dk: DockerEnv, ovs_restored: None, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(subnet="10.250.3.0/24", gateway="10.250.3.1")
+    a = dk.run_container(net)
+    b = dk.run_container(net)
+    run(["ovs-appctl", "-t", "ovsdb-server", "exit"])
+    try:
+        wait_until(
+            lambda: run(["ovs-vsctl", "--timeout=1", "show"], check=False).returncode != 0,
+            timeout=10,
+            what="ovsdb-server to stop",
+        )
+        started = time.monotonic()
+        _, proc = dk.try_create_network(subnet="10.250.4.0/24", gateway="10.250.4.1")
+        took = time.monotonic() - started
+        assert proc.returncode != 0
+        assert "Open vSwitch database" in proc.stderr, proc.stderr
+        assert took < 5.0, f"refusing took {took:.1f} s"
+        dk.assert_ping(a, b.ip)  # the data path does not need OVSDB
+    finally:
+        _start_ovsdb_server()
+    deadline = time.monotonic() + 20
+    while True:
+        _name, proc = dk.try_create_network(subnet="10.250.5.0/24", gateway="10.250.5.1")
+        if proc.returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"plugin did not reconnect: {proc.stderr}"
+        time.sleep(0.5)
+    c = dk.run_container(net)
+    dk.assert_ping(c, a.ip)
+    dk.remove_all()
+    assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
+
+
+# -- Docker restarts and a host reboot --------------------------------------------------------
+
+
+def _dockerd_pid() -> int:
+    out = run(["pidof", "dockerd"]).stdout.split()
+    assert len(out) == 1, f"expected one dockerd, found {out}"
+    return int(out[0])
+
+
+class Dockerd:
+    """Stop and start the host's dockerd (as scripts/setup.sh started it, or via systemd)."""
+
+    def __init__(self) -> None:
+        self.systemd = Path("/run/systemd/system").is_dir()
+        pid = _dockerd_pid()
+        self.argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        self.log = Path("/var/log/dockerd-e2e.log")
+
+    def stop(self) -> None:
+        if self.systemd:
+            run(["systemctl", "stop", "docker.service", "docker.socket"], timeout=120)
+            return
+        pid = _dockerd_pid()
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=90, what="dockerd to stop")
+
+    def start(self, *extra: str) -> None:
+        if self.systemd:
+            assert not extra, "extra dockerd flags need a non-systemd host"
+            run(["systemctl", "start", "docker.service"], timeout=120)
+        else:
+            argv = [a.decode() for a in self.argv]
+            argv = [a for a in argv if a != "--live-restore"] + list(extra)
+            with self.log.open("ab") as log:
+                subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                )
+        wait_until(
+            lambda: docker("info", check=False).returncode == 0,
+            timeout=90,
+            what="dockerd to answer",
+        )
+
+    def running(self) -> bool:
+        return run(["pidof", "dockerd"], check=False).returncode == 0
+
+
+@pytest.fixture
+def dockerd() -> Iterator[Dockerd]:
+    d = Dockerd()
+    try:
+        yield d
+    finally:
+        if not d.running():
+            d.start()
+        elif any(a == b"--live-restore" for a in d.argv) != any(
+            a == b"--live-restore"
+            for a in Path(f"/proc/{_dockerd_pid()}/cmdline").read_bytes().split(b"\0")
+        ):
+            d.stop()
+            d.start()
+
+
+def _restart_policy_pair(dk: DockerEnv, net: Network) -> tuple[Container, Container]:
+    a = dk.run_container(net, extra=("--restart", "always"))
+    b = dk.run_container(net, extra=("--restart", "always"))
+    dk.assert_ping(a, b.ip)
+    return a, b
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="restarts dockerd with flags")
+def test_dockerd_restart_with_live_restore_keeps_connectivity(
+    plugin: Plugin, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
+) -> None:
+    dockerd.stop()
+    dockerd.start("--live-restore")
+    net = dk.create_network(subnet="10.250.6.0/24", gateway="10.250.6.1")
+    a, b = _restart_policy_pair(dk, net)
+    pinging = subprocess.Popen(
+        [
+            "nsenter",
+            f"--net=/proc/{_container_pid(a)}/ns/net",
+            "busybox",
+            "ping",
+            "-i",
+            "0.2",
+            "-w",
+            "60",
+            b.ip,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        dockerd.stop()
+        assert _container_pid(a) > 0 or True  # the container's processes keep running
+        dockerd.start("--live-restore")
+        time.sleep(1)
+    finally:
+        pinging.send_signal(signal.SIGINT)
+        out, _ = pinging.communicate(timeout=10)
+    sent = int(out.split(" packets transmitted")[0].split()[-1])
+    received = int(out.split(" packets received")[0].split()[-1])
+    assert received >= sent - 1, f"pings lost across the dockerd restart:\n{out[-300:]}"
+    c = dk.run_container(net)
+    dk.assert_ping(c, a.ip)
+    dk.remove_all()
+    dockerd.stop()
+    dockerd.start()
+    assert_doctor_clean()
+    assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
+
+
+def _container_pid(c: Container) -> int:
+    return int(docker("inspect", "-f", "{{.State.Pid}}", c.name).stdout.strip())
+
+
+def test_dockerd_restart_brings_restart_policy_containers_back(
+    plugin: Plugin, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(subnet="10.250.7.0/24", gateway="10.250.7.1")
+    a, b = _restart_policy_pair(dk, net)
+    old_ports = {a.host_veth, b.host_veth}
+    dockerd.stop()
+    dockerd.start()
+    a2, b2 = dk.inspect_container(a.name, net), dk.inspect_container(b.name, net)
+    wait_until(
+        lambda: bool(dk.inspect_container(a.name, net).ip),
+        timeout=30,
+        what="the restart-policy container to be back",
+    )
+    dk.assert_ping(a2, b2.ip)
+    dk.tcp_send(b2, a2, b2.ip, 7103)
+    for port in old_ports - {a2.host_veth, b2.host_veth}:
+        wait_until(
+            lambda p=port: not link_exists(p),
+            timeout=COLLECT_TIMEOUT,
+            what=f"old endpoint {port} to go",
+        )
+    dk.remove_all()
+    assert_doctor_clean()
+    assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
+
+
+def test_simulated_host_reboot(
+    plugin: Plugin,
+    dk: DockerEnv,
+    dockerd: Dockerd,
+    ovs_restored: None,
+    snapshot_before: HostSnapshot,
+) -> None:
+    net = dk.create_network(subnet="10.250.8.0/24", gateway="10.250.8.1")
+    a, b = _restart_policy_pair(dk, net)
+    # Power off: plugin, dockerd and OVS stop; the kernel forgets every veth.
+    plugin.stop(signal.SIGKILL)
+    dockerd.stop()
+    run([OVS_CTL, "stop"], timeout=120)
+    for c in (a, b):
+        if link_exists(c.host_veth):
+            run(["ip", "link", "del", c.host_veth])
+    # Power on, in the order the units start: OVS, the plugin, then dockerd.
+    run([OVS_CTL, "start", "--system-id=random"], timeout=120)
+    plugin.start()
+    dockerd.start()
+    wait_until(
+        lambda: (
+            bool(dk.inspect_container(a.name, net).ip)
+            and bool(dk.inspect_container(b.name, net).ip)
+        ),
+        timeout=60,
+        what="restart-policy containers to come back",
+    )
+    a2, b2 = dk.inspect_container(a.name, net), dk.inspect_container(b.name, net)
+    dk.assert_ping(a2, net.gateway)
+    dk.assert_ping(a2, b2.ip)
+    dk.tcp_send(b2, a2, b2.ip, 7104)
+    # The endpoints of before the "reboot" are collected.
+    for c in (a, b):
+        wait_until(
+            lambda c=c: c.host_veth not in ovs_vsctl("list-ports", net.bridge).stdout,
+            timeout=COLLECT_TIMEOUT,
+            what=f"stale port {c.host_veth} to be collected",
+        )
+    dk.remove_all()
+    assert_doctor_clean()
+    assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+def test_fifty_containers_in_parallel_three_rounds(
+    plugin: Plugin, dk: DockerEnv, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(subnet="10.251.0.0/24", gateway="10.251.0.1")
+    for round_no in range(3):
+        names = [unique_name(f"l{round_no}-{i}") for i in range(50)]
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            containers = list(pool.map(lambda n: dk.run_container(net, name=n), names))
+        up = time.monotonic() - started
+        assert len({c.ip for c in containers}) == 50
+        assert len(ovs_vsctl("list-ports", net.bridge).stdout.split()) == 51
+        dk.assert_ping(containers[0], containers[-1].ip)
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            list(pool.map(dk.remove_container, containers))
+        down = time.monotonic() - started
+        print(f"round {round_no}: 50 up in {up:.1f} s, down in {down:.1f} s")
+        assert ovs_vsctl("list-ports", net.bridge).stdout.split() == []
+    dk.remove_all()
+    assert_snapshot_restored(snapshot_before)
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+_IDS = ["3" * 64, "4" * 64]
+_junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_requests = st.fixed_dictionaries(
+    {},
+    optional={
+        "NetworkID": st.sampled_from(_IDS) | st.text(max_size=70),
+        "EndpointID": st.sampled_from(_IDS) | st.text(max_size=70),
+        "Options": st.fixed_dictionaries(
+            {},
+            optional={
+                "com.docker.network.generic": st.dictionaries(
+                    st.sampled_from(
+                        ["ovs.mode", "ovs.vlan", "ovs.bridge.name", "ovs.x", "ovs.bridge.uplink"]
+                    ),
+                    st.sampled_from(["flat", "9999", "bad name", "nosuch0", "a" * 20]) | _junk,
+                    max_size=2,
+                )
+            },
+        )
+        | _junk,
+        "IPv4Data": st.lists(
+            st.fixed_dictionaries(
+                {"Pool": st.sampled_from(["10.252.0.0/24", "10.252.0.0/33", "x"])},
+                optional={"Gateway": st.sampled_from(["10.252.0.1/24", "10.253.0.1/24", "y"])},
+            ),
+            max_size=2,
+        )
+        | _junk,
+        "Interface": st.fixed_dictionaries(
+            {},
+            optional={
+                "Address": st.sampled_from(["10.252.0.9/24", "10.252.0.300/24", ""]),
+                "MacAddress": st.sampled_from(["", "zz", "02:00:00:00:00:01"]),
+            },
+        )
+        | _junk,
+    },
+)
+_METHODS = [
+    "CreateNetwork",
+    "DeleteNetwork",
+    "CreateEndpoint",
+    "DeleteEndpoint",
+    "Join",
+    "Leave",
+    "EndpointOperInfo",
+    "ProgramExternalConnectivity",
+    "RevokeExternalConnectivity",
+]
+
+
+def _state() -> tuple[object, ...]:
+    snap = take_snapshot()
+    rules = [
+        line
+        for line in (*snap.iptables_filter, *snap.iptables_nat)
+        if "OVS-PLUGIN" in line or "docker-ovs-plugin" in line
+    ]
+    return (snap.ovs, snap.links, sorted(rules))
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    method=st.sampled_from(_METHODS),
+    body=_requests.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=40),
+)
+def test_fuzzed_requests_never_crash_and_errors_change_nothing(
+    plugin: Plugin, method: str, body: bytes
+) -> None:
+    before = _state()
+    status, reply = plugin_call(plugin.socket_path, f"NetworkDriver.{method}", body=body)
+    assert plugin.running, "the plugin died"
+    assert status in (200, 400, 404, 409), (status, reply)
+    if status != 200:
+        assert isinstance(reply, dict) and reply.get("Err"), reply
+        assert _state() == before, f"{method} failed ({reply}) but changed the host"
+    else:
+        # A request valid enough to succeed is undone, so cases stay independent.
+        for nid in _IDS:
+            plugin_call(
+                plugin.socket_path,
+                "NetworkDriver.DeleteNetwork",
+                body=json.dumps({"NetworkID": nid}).encode(),
+            )
+
+
+def test_repeated_creates_and_deletes_are_idempotent(plugin: Plugin) -> None:
+    before = _state()
+    net = {
+        "NetworkID": _IDS[0],
+        "Options": {},
+        "IPv4Data": [
+            {"AddressSpace": "LocalDefault", "Pool": "10.252.9.0/24", "Gateway": "10.252.9.1/24"}
+        ],
+    }
+    ep = {
+        "NetworkID": _IDS[0],
+        "EndpointID": _IDS[1],
+        "Interface": {"Address": "10.252.9.2/24", "MacAddress": ""},
+    }
+    call = plugin.socket_path
+    try:
+        for _ in range(2):
+            assert (
+                plugin_call(call, "NetworkDriver.CreateNetwork", body=json.dumps(net).encode())[0]
+                == 200
+            )
+        first = plugin_call(call, "NetworkDriver.CreateEndpoint", body=json.dumps(ep).encode())
+        again = plugin_call(call, "NetworkDriver.CreateEndpoint", body=json.dumps(ep).encode())
+        assert first == again and first[0] == 200
+        ids = json.dumps({"NetworkID": _IDS[0], "EndpointID": _IDS[1]}).encode()
+        for _ in range(2):
+            assert plugin_call(call, "NetworkDriver.DeleteEndpoint", body=ids) == (200, {})
+    finally:
+        for _ in range(2):
+            plugin_call(
+                call,
+                "NetworkDriver.DeleteNetwork",
+                body=json.dumps({"NetworkID": _IDS[0]}).encode(),
+            )
+    assert _state() == before
+
+
+# -- security ---------------------------------------------------------------------------------
+
+
+def _listening_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def test_no_tcp_listener_no_ovsdb_manager_and_foreign_objects_untouched(
+    plugin: Plugin, dk: DockerEnv
+) -> None:
+    assert plugin.proc is not None
+    fds = Path(f"/proc/{plugin.proc.pid}/fd")
+    sockets = {
+        os.readlink(fd).removeprefix("socket:[").rstrip("]")
+        for fd in fds.iterdir()
+        if os.readlink(fd).startswith("socket:")
+    }
+    assert not sockets & _listening_inodes(), "the plugin listens on TCP"
+    assert "ptcp" not in ovs_vsctl("get-manager").stdout
+    assert Path(plugin.socket_path).stat().st_uid == 0
+
+    foreign = f"{NAME_PREFIX}-frgn"
+    ovs_vsctl(
+        "--may-exist", "add-br", foreign, "--", "set", "bridge", foreign, "datapath_type=netdev"
+    )
+    try:
+        _, proc = dk.try_create_network(
+            subnet="10.252.1.0/24", options={"ovs.bridge.name": foreign}
+        )
+        assert proc.returncode != 0 and "not managed by docker-ovs-plugin" in proc.stderr
+        assert ovs_bridge_exists(foreign)
+        assert doctor().returncode == 0  # not ours: not a leftover either
+    finally:
+        ovs_vsctl("--if-exists", "del-br", foreign)
+
+
+# -- doctor -----------------------------------------------------------------------------------
+
+
+def test_doctor_reports_and_repairs_leftovers(plugin: Plugin, dk: DockerEnv) -> None:
+    net = dk.create_network(subnet="10.252.2.0/24", gateway="10.252.2.1")
+    c = dk.run_container(net)
+    plugin.stop(signal.SIGTERM)  # doctor works without the plugin; its reconciler would race us
+    stray_bridge = "ovsbr-e2edead0"
+    try:
+        run(
+            [
+                "ip",
+                "link",
+                "add",
+                "ovp0e2e0e2e0e2e",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ovc0e2e0e2e0e2e",
+            ]
+        )
+        ovs_vsctl(
+            "add-br",
+            stray_bridge,
+            "--",
+            "set",
+            "bridge",
+            stray_bridge,
+            "datapath_type=netdev",
+            f"external_ids:owner={OWNER}",
+        )
+        run(
+            [
+                "iptables",
+                "-A",
+                "OVS-PLUGIN-FORWARD",
+                "-i",
+                "ovsbr-e2edead0",
+                "-m",
+                "comment",
+                "--comment",
+                "docker-ovs-plugin:e2edead0e2ed",
+                "-j",
+                "ACCEPT",
+            ]
+        )
+        run(["ip", "addr", "flush", "dev", net.bridge])  # as after an ovs-vswitchd restart
+        report = doctor()
+        assert report.returncode == 1, report.stdout + report.stderr
+        for words in (
+            "veth ovp0e2e0e2e0e2e belongs to no endpoint",
+            f"bridge {stray_bridge} is ours but carries no network",
+            "iptables rules of unknown network e2edead0e2ed",
+            f"gateway port {net.bridge}",
+        ):
+            assert words in report.stdout, report.stdout
+        fixed = doctor("--fix")
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        assert doctor().stdout.strip().endswith("no problems found")
+        assert not link_exists("ovp0e2e0e2e0e2e")
+        assert not ovs_bridge_exists(stray_bridge)
+        assert f"{net.gateway}/24" in link_ipv4_cidrs(net.bridge)
+    finally:
+        for cleanup in (
+            ["ip", "link", "del", "ovp0e2e0e2e0e2e"],
+            ["ovs-vsctl", "--if-exists", "del-br", stray_bridge],
+            [
+                "iptables",
+                "-D",
+                "OVS-PLUGIN-FORWARD",
+                "-i",
+                "ovsbr-e2edead0",
+                "-m",
+                "comment",
+                "--comment",
+                "docker-ovs-plugin:e2edead0e2ed",
+                "-j",
+                "ACCEPT",
+            ],
+        ):
+            run(cleanup, check=False)
+        plugin.start()
+    dk.assert_ping(c, net.gateway)
+    dk.remove_all()
