@@ -121,7 +121,11 @@ def _text(data: str | bytes | None) -> str:
 
 
 def docker_bin() -> str:
-    return os.environ.get("OVS_E2E_DOCKER") or shutil.which("docker") or "docker"
+    # Debian's client matches Debian's dockerd; a newer client first on PATH refuses some flags
+    # (--mac-address per network needs API 1.44) against a 20.10 daemon.
+    debian = "/usr/bin/docker"
+    fallback = debian if os.access(debian, os.X_OK) else shutil.which("docker") or "docker"
+    return os.environ.get("OVS_E2E_DOCKER") or fallback
 
 
 def docker(
