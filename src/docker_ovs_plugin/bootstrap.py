@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from docker_ovs_plugin.adapters.vswitchd import VswitchdWatch
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import PluginServer
 from docker_ovs_plugin.service.driver import Driver
+from docker_ovs_plugin.service.reaper import Reaper
 from docker_ovs_plugin.service.reconcile import Reconciler
 from docker_ovs_plugin.settings import Settings
 
@@ -32,6 +34,7 @@ class Core:
 
     def close(self) -> None:
         self.reconciler.stop()
+        self.driver.flush()  # queued deletions finish before the OVSDB connection goes
         self.ovsdb_api.ovsdb_connection.stop()
 
 
@@ -49,14 +52,22 @@ class App:
         self.core.close()
 
 
-def build_core(settings: Settings) -> Core:
+def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
     dp_type = datapath.resolve(settings.datapath_type)
     api = ovsdb.connect(settings.ovsdb, settings.ovsdb_timeout)
     switch = ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout)
     links = NetlinkLinks(settings.device_timeout)
     firewall = IptablesFirewall()
     flows = OfctlFlows(settings.rundir)
-    driver = Driver(switch, links, firewall, flows, datapath_type=dp_type, name=settings.name)
+    driver = Driver(
+        switch,
+        links,
+        firewall,
+        flows,
+        datapath_type=dp_type,
+        name=settings.name,
+        reaper=Reaper() if deferred_deletes else None,
+    )
     docker = DockerApi(settings.name, settings.docker_url) if settings.docker_url else None
     reconciler = Reconciler(
         driver, switch=switch, links=links, firewall=firewall, flows=flows, docker=docker
@@ -70,10 +81,12 @@ def build(settings: Settings) -> App:
     The socket comes after the state: Docker may call GetCapabilities the instant it exists,
     and one failed capability query leaves the driver unusable until dockerd restarts.
     """
-    core = build_core(settings)
+    core = build_core(settings, deferred_deletes=True)
     try:
-        core.firewall.setup()
-        core.driver.restore()
+        # Only the cache before serving (fast even with thousands of endpoints); addresses,
+        # rules and flows that a restart lost come back in the reconciler's first pass.
+        networks, endpoints = core.driver.load()
+        LOG.info("loaded %d networks and %d endpoints from OVSDB", len(networks), len(endpoints))
         server = PluginServer(settings.socket_path, build_routes(core.driver))
     except BaseException:
         core.close()
@@ -84,6 +97,10 @@ def build(settings: Settings) -> App:
             grace=settings.reconcile_grace,
             restarted=VswitchdWatch(settings.rundir).restarted,
         )
+    else:
+        threading.Thread(
+            target=core.reconciler.restore_plumbing, name="restore", daemon=True
+        ).start()
     LOG.info(
         "serving driver %r on %s (OVSDB %s, datapath %s)",
         settings.name,

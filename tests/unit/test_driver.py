@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
 from ipaddress import IPv4Interface
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 from docker_ovs_plugin.service.driver import Driver, mac_for
 from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, NotFound
 from docker_ovs_plugin.service.model import Endpoint, PortMapping, Subnet
+from docker_ovs_plugin.service.reaper import Reaper
+from docker_ovs_plugin.service.reconcile import Reconciler
 
 from .fakes import FakeBridge, FakeFirewall, FakeFlows, FakeLinks, FakeSwitch
 
@@ -185,7 +188,7 @@ def test_delete_network_removes_everything(
     driver.delete_network(NET)  # idempotent
 
 
-def test_restore_rebuilds_cache_and_plumbing(
+def test_restart_rebuilds_cache_and_plumbing(
     switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall, flows: FakeFlows
 ) -> None:
     first = Driver(switch, links, firewall, flows, datapath_type="netdev")
@@ -196,14 +199,35 @@ def test_restore_rebuilds_cache_and_plumbing(
     flows.endpoints.clear()  # as after an ovs-vswitchd restart
 
     second = Driver(switch, links, firewall, flows, datapath_type="netdev")
-    second.restore()
+    second.load()
     assert [n.network_id for n in second.networks()] == [NET]
     assert second.join(NET, EP).gateway == "10.1.0.1"
+    Reconciler(
+        second, switch=switch, links=links, firewall=firewall, flows=flows, docker=None
+    ).restore_plumbing()
     assert links.assigned["ovsbr-aaaaaaaa"] == [SUBNET.gateway]
     assert set(firewall.networks) == {NET}
     assert set(flows.endpoints) == {EP}
     second.delete_endpoint(NET, EP)
     assert switch.ports == {}
+
+
+def test_deferred_deletion_answers_first_and_finishes_in_the_background(
+    switch: FakeSwitch, links: FakeLinks, firewall: FakeFirewall, flows: FakeFlows
+) -> None:
+    gate = threading.Event()
+    reaper = Reaper()
+    driver = Driver(switch, links, firewall, flows, datapath_type="netdev", reaper=reaper)
+    create(driver)
+    driver.create_endpoint(NET, EP, ipv4=IPv4Interface("10.1.0.7/24"), ipv6=None, mac=None)
+    reaper.submit(NET, "hold", gate.wait)  # keeps the worker busy
+    driver.delete_endpoint(NET, EP)
+    assert driver.endpoints() == []  # Docker's view: gone
+    assert "ovp" + EP[:12] in switch.ports  # the work is still queued
+    gate.set()
+    driver.delete_network(NET)  # waits for the network's queued deletions first
+    assert switch.ports == {} and links.links == {} and switch.bridges == {}
+    driver.flush()
 
 
 def test_mac_without_ipv4_is_locally_administered() -> None:

@@ -179,3 +179,16 @@ def test_removal_waits_for_the_grace_period(world: World) -> None:
     assert world.reconciler.run_once(grace=60) == []  # seen twice, but not for 60 s yet
     assert world.driver.endpoints()
     assert len(world.reconciler.run_once(grace=0)) == 1
+
+
+def test_recorded_endpoint_the_plugin_forgot_is_collected(world: World) -> None:
+    world.network_with(EP)
+    ep = world.driver.endpoints()[0]
+    with world.driver._cache_lock:  # as after a deferred deletion that failed half-way
+        world.driver._endpoints.clear()
+    messages = [f.message for f in world.reconciler.findings()]
+    assert any("recorded in OVSDB but no longer served" in m for m in messages), messages
+    world.reconciler.run_once(confirmed=True)
+    assert ep.host_if not in world.switch.ports
+    assert ep.host_if not in world.links.links
+    assert world.reconciler.findings() == []

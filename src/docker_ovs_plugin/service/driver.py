@@ -2,7 +2,7 @@
 
 Every operation is idempotent, takes the network's lock (and the bridge's, for networks that may
 share one), and undoes what it did when a later step fails, so a refused request leaves nothing
-behind. The in-memory maps are only a cache of what the Switch stores; `restore()` rebuilds them.
+behind. The in-memory maps are only a cache of what the Switch stores; `load()` rebuilds them.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from docker_ovs_plugin.service.model import (
 from docker_ovs_plugin.service.naming import default_bridge_name
 from docker_ovs_plugin.service.options import parse_network_options
 from docker_ovs_plugin.service.ports import Firewall, Flows, Links, Switch
+from docker_ovs_plugin.service.reaper import Reaper
 
 LOG = logging.getLogger(__name__)
 
@@ -68,8 +69,11 @@ class Driver:
         datapath_type: str,
         name: str = DEFAULT_DRIVER,
         lock_timeout: float = 60.0,
+        reaper: Reaper | None = None,
     ) -> None:
         self._name = name
+        # None: deletions happen inside the request (tests, doctor).
+        self._reaper = reaper
         self._switch = switch
         self._links = links
         self._firewall = firewall
@@ -83,7 +87,8 @@ class Driver:
     # -- start -----------------------------------------------------------------------------
 
     def load(self) -> tuple[list[Network], list[Endpoint]]:
-        """Rebuild the cache from OVSDB, changing nothing."""
+        """Rebuild the cache from OVSDB, changing nothing. (The reconciler then puts back what
+        a restart lost; the data path never waits for the plugin.)"""
         networks = [n for n in self._switch.list_networks() if n.driver == self._name]
         mine = {n.network_id for n in networks}
         endpoints = [e for e in self._switch.list_endpoints() if e.network_id in mine]
@@ -91,26 +96,6 @@ class Driver:
             self._networks = {n.network_id: n for n in networks}
             self._endpoints = {e.endpoint_id: e for e in endpoints}
         return networks, endpoints
-
-    def restore(self) -> None:
-        """Rebuild the cache from OVSDB and put back addresses, rules and flows a restart of
-        the plugin or of ovs-vswitchd may lack."""
-        networks, endpoints = self.load()
-        for net in networks:
-            try:
-                self._plumb_network(net)
-            except Exception:
-                LOG.exception("could not restore network %s", net.network_id[:12])
-        by_id = {n.network_id: n for n in networks}
-        for ep in endpoints:
-            owner = by_id.get(ep.network_id)
-            if owner is None:
-                continue
-            try:
-                self._plumb_endpoint(owner, ep)
-            except Exception:
-                LOG.exception("could not restore endpoint %s", ep.endpoint_id[:12])
-        LOG.info("restored %d networks and %d endpoints from OVSDB", len(networks), len(endpoints))
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -302,6 +287,8 @@ class Driver:
             self._links.set_up(net.uplink)
 
     def delete_network(self, network_id: str) -> None:
+        if self._reaper is not None and not self._reaper.flush(network_id):
+            LOG.warning("deletions of network %s still queued", network_id[:12])
         with self._cache_lock:
             known = self._networks.get(network_id)
         if known is None:
@@ -383,6 +370,8 @@ class Driver:
             self._firewall.set_port_mappings(net, ep)
 
     def _remove_endpoint(self, net: Network | None, ep: Endpoint) -> None:
+        """Undo everything of an endpoint; it leaves the cache last, so a failure mid-way
+        leaves it known (and recorded in OVSDB) for the next attempt or the reconciler."""
         if net is not None:
             if ep.port_mappings:
                 self._firewall.set_port_mappings(net, dataclasses.replace(ep, port_mappings=()))
@@ -391,7 +380,8 @@ class Driver:
             self._switch.delete_port(net.bridge, ep.host_if)
         self._links.delete_link(ep.host_if)
         with self._cache_lock:
-            self._endpoints.pop(ep.endpoint_id, None)
+            if self._endpoints.get(ep.endpoint_id) is ep:
+                del self._endpoints[ep.endpoint_id]
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         with self._hold(network_id):
@@ -401,8 +391,44 @@ class Driver:
             if ep is None:
                 LOG.info("delete of unknown endpoint %s: nothing to do", endpoint_id[:12])
                 return
+            if self._reaper is None:
+                self._remove_endpoint(net, ep)
+                LOG.info("endpoint %s deleted", endpoint_id[:12])
+                return
+            with self._cache_lock:
+                # Docker is done with it: from now on it is only work to finish.
+                self._endpoints.pop(endpoint_id, None)
+        self._reaper.submit(
+            network_id,
+            f"deletion of endpoint {endpoint_id[:12]}",
+            lambda: self._reap_endpoint(net, ep),
+        )
+
+    def _reap_endpoint(self, net: Network | None, ep: Endpoint) -> None:
+        self._remove_endpoint(net, ep)
+        LOG.info("endpoint %s deleted", ep.endpoint_id[:12])
+
+    def collect_recorded(self, ep: Endpoint) -> None:
+        """Remove an endpoint that OVSDB records but this plugin does not know (a deletion
+        that failed half-way, or a request killed with the plugin)."""
+        with self._cache_lock:
+            net = self._networks.get(ep.network_id)
+            known = ep.endpoint_id in self._endpoints
+        if known:
+            return
+        if net is None:
+            bridge = self._switch.port_bridge(ep.host_if)
+            if bridge is not None:
+                self._switch.delete_port(bridge, ep.host_if)
+            self._links.delete_link(ep.host_if)
+            return
+        with self._hold(ep.network_id):
             self._remove_endpoint(net, ep)
-        LOG.info("endpoint %s deleted", endpoint_id[:12])
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Finish queued deletions (at shutdown)."""
+        if self._reaper is not None:
+            self._reaper.stop(timeout)
 
     def join(self, network_id: str, endpoint_id: str) -> JoinInfo:
         net = self._network(network_id)

@@ -119,6 +119,19 @@ class Reconciler:
                         removal=True,
                     )
                 )
+        known_ids = {ep.endpoint_id for ep in endpoints}
+        for ep in recorded:
+            if ep.driver == driver.name and ep.endpoint_id not in known_ids:
+                out.append(
+                    Finding(
+                        f"recorded:{ep.endpoint_id}",
+                        f"port {ep.host_if} of endpoint "
+                        f"{ep.endpoint_id[:12]} is recorded in OVSDB but no longer served; "
+                        "deleting it",
+                        partial(driver.collect_recorded, ep),
+                        removal=True,
+                    )
+                )
         used = {n.bridge for n in networks}
         for bridge in self._switch.empty_bridges():
             if bridge not in used:
