@@ -11,7 +11,7 @@ from docker_ovs_plugin.adapters import datapath, ovsdb
 from docker_ovs_plugin.adapters.docker_api import DockerApi
 from docker_ovs_plugin.adapters.iptables import IptablesFirewall
 from docker_ovs_plugin.adapters.netlink import NetlinkLinks
-from docker_ovs_plugin.adapters.openflow import OfctlFlows
+from docker_ovs_plugin.adapters.openflow import OpenFlowFlows
 from docker_ovs_plugin.adapters.vswitchd import VswitchdWatch
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import PluginServer
@@ -58,7 +58,7 @@ def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
     switch = ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout)
     links = NetlinkLinks(settings.device_timeout)
     firewall = IptablesFirewall()
-    flows = OfctlFlows(settings.rundir)
+    flows = OpenFlowFlows(settings.rundir)
     driver = Driver(
         switch,
         links,

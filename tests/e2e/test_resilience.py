@@ -257,6 +257,20 @@ def test_ovsdb_server_restart_fails_fast_then_reconnects(
 # -- Docker restarts and a host reboot --------------------------------------------------------
 
 
+def _managed_containerd() -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmdline.startswith(b"containerd\0") and b"/var/run/docker/containerd" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
 def _dockerd_pid() -> int:
     out = run(["pidof", "dockerd"]).stdout.split()
     assert len(out) == 1, f"expected one dockerd, found {out}"
@@ -277,8 +291,15 @@ class Dockerd:
             run(["systemctl", "stop", "docker.service", "docker.socket"], timeout=120)
             return
         pid = _dockerd_pid()
+        live_restore = b"--live-restore" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=90, what="dockerd to stop")
+        if not live_restore:
+            # dockerd's own containerd holds its database lock a moment longer; a new dockerd
+            # started before it is gone times out waiting for containerd and exits.
+            wait_until(
+                lambda: not _managed_containerd(), timeout=60, what="dockerd's containerd to stop"
+            )
 
     def start(self, *extra: str) -> None:
         if self.systemd:

@@ -101,6 +101,10 @@ class FakeSwitch:
         self.ports.pop(port, None)
         self.port_columns.pop(port, None)
 
+    def ofport(self, name: str) -> int | None:
+        names = sorted(self.ports)
+        return names.index(name) + 1 if name in self.ports else None
+
     def empty_bridges(self) -> list[str]:
         return [
             name
@@ -166,7 +170,8 @@ class FakeFlows:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     extra_cookies: set[int] = field(default_factory=set)
 
-    def install_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+    def install_endpoint(self, network: Network, endpoint: Endpoint, ofport: int) -> None:
+        assert ofport >= 1
         self.endpoints[endpoint.endpoint_id] = endpoint
 
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:

@@ -241,6 +241,12 @@ class OvsdbSwitch:
         with self._errors(f"deleting port {port}"):
             self._api.del_port(port, bridge=bridge, if_exists=True).execute(check_error=True)
 
+    def ofport(self, name: str) -> int | None:
+        row = self._row("Interface", name)
+        if row is None or not row.ofport or row.ofport[0] < 1:
+            return None
+        return int(row.ofport[0])
+
     def empty_bridges(self) -> list[str]:
         return [
             str(row.name)

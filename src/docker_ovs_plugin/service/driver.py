@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
-from docker_ovs_plugin.service.errors import Conflict, InvalidRequest, NotFound
+from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, NotFound
 from docker_ovs_plugin.service.locks import KeyedLocks
 from docker_ovs_plugin.service.model import (
     DEFAULT_DRIVER,
@@ -365,7 +365,10 @@ class Driver:
     def _plumb_endpoint(self, net: Network, ep: Endpoint) -> None:
         """Flows and published ports of an endpoint whose port exists (idempotent)."""
         if net.port_security:
-            self._flows.install_endpoint(net, ep)
+            ofport = self._switch.ofport(ep.host_if)
+            if ofport is None:
+                raise BackendError(f"port {ep.host_if} has no OpenFlow port number")
+            self._flows.install_endpoint(net, ep, ofport)
         if ep.port_mappings:
             self._firewall.set_port_mappings(net, ep)
 

@@ -49,6 +49,9 @@ class Switch(Protocol):
     def delete_port(self, bridge: str, port: str) -> None:
         """Delete the port if it exists and is ours."""
 
+    def ofport(self, name: str) -> int | None:
+        """The OpenFlow port number of an interface (None: no such interface, or not open)."""
+
     def empty_bridges(self) -> list[str]:
         """Bridges tagged as ours that record no network (left by an interrupted delete)."""
 
@@ -87,7 +90,7 @@ class Links(Protocol):
 class Flows(Protocol):
     """OpenFlow rules (they live in ovs-vswitchd only, not in OVSDB)."""
 
-    def install_endpoint(self, network: Network, endpoint: Endpoint) -> None:
+    def install_endpoint(self, network: Network, endpoint: Endpoint, ofport: int) -> None:
         """Port security: the endpoint may send only from its own MAC and addresses."""
 
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None: ...
