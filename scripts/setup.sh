@@ -5,7 +5,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
-packages=(openvswitch-switch docker.io busybox-static iptables iproute2 tcpdump python3-venv python3-pip)
+packages=(openvswitch-switch docker.io busybox-static iptables iproute2 tcpdump python3-venv python3-pip
+    debootstrap docker-compose)  # the last two: packaging tests (local base image, compose)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

@@ -9,10 +9,12 @@ from typing import Any
 
 from docker_ovs_plugin.adapters import datapath, ovsdb
 from docker_ovs_plugin.adapters.docker_api import DockerApi
+from docker_ovs_plugin.adapters.inventory import DockerInventory, OvsdbPorts
 from docker_ovs_plugin.adapters.iptables import IptablesFirewall
 from docker_ovs_plugin.adapters.netlink import NetlinkLinks
 from docker_ovs_plugin.adapters.openflow import OpenFlowFlows
 from docker_ovs_plugin.adapters.vswitchd import VswitchdWatch
+from docker_ovs_plugin.http.metrics import Metrics, MetricsServer, StateReaders
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import PluginServer
 from docker_ovs_plugin.service.driver import Driver
@@ -42,6 +44,7 @@ class Core:
 class App:
     core: Core
     server: PluginServer
+    metrics: MetricsServer | None = None
 
     @property
     def driver(self) -> Driver:
@@ -49,6 +52,8 @@ class App:
 
     def close(self) -> None:
         self.server.server_close()
+        if self.metrics is not None:
+            self.metrics.close()
         self.core.close()
 
 
@@ -82,13 +87,30 @@ def build(settings: Settings) -> App:
     and one failed capability query leaves the driver unusable until dockerd restarts.
     """
     core = build_core(settings, deferred_deletes=True)
+    metrics = metrics_server = None
     try:
+        if settings.metrics_address:
+            metrics = Metrics(settings.name)
+            metrics.watch(
+                StateReaders(
+                    networks=lambda: len(core.driver.networks()),
+                    endpoints=lambda: len(core.driver.endpoints()),
+                    reconcile_actions=lambda: core.reconciler.actions,
+                )
+            )
+            metrics_server = MetricsServer(metrics, settings.metrics_address)
         # Only the cache before serving (fast even with thousands of endpoints); addresses,
         # rules and flows that a restart lost come back in the reconciler's first pass.
         networks, endpoints = core.driver.load()
         LOG.info("loaded %d networks and %d endpoints from OVSDB", len(networks), len(endpoints))
-        server = PluginServer(settings.socket_path, build_routes(core.driver))
+        server = PluginServer(
+            settings.socket_path,
+            build_routes(core.driver),
+            observe=metrics.observe if metrics is not None else None,
+        )
     except BaseException:
+        if metrics_server is not None:
+            metrics_server.close()
         core.close()
         raise
     if settings.reconcile_interval > 0:
@@ -108,4 +130,27 @@ def build(settings: Settings) -> App:
         settings.ovsdb,
         core.driver.datapath_type,
     )
-    return App(core=core, server=server)
+    return App(core=core, server=server, metrics=metrics_server)
+
+
+@dataclass
+class StatusSources:
+    """What `docker-ovs-plugin status` reads: OVSDB records and ports, Docker's names."""
+
+    records: ovsdb.OvsdbSwitch
+    ports: OvsdbPorts
+    docker: DockerInventory | None
+    ovsdb_api: Any
+
+    def close(self) -> None:
+        self.ovsdb_api.ovsdb_connection.stop()
+
+
+def build_status(settings: Settings) -> StatusSources:
+    api = ovsdb.connect(settings.ovsdb, settings.ovsdb_timeout)
+    return StatusSources(
+        records=ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout),
+        ports=OvsdbPorts(api),
+        docker=DockerInventory(settings.docker_url) if settings.docker_url else None,
+        ovsdb_api=api,
+    )

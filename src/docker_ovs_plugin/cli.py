@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from docker_ovs_plugin import __version__
+from docker_ovs_plugin import __version__, logs, sdnotify
 from docker_ovs_plugin.adapters import datapath
 from docker_ovs_plugin.service.errors import PluginError
 from docker_ovs_plugin.settings import DEFAULT_NAME, DEFAULT_OVSDB, PLUGIN_DIR, Settings
@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         help="log level; debug logs every request with its timing (default: info)",
     )
     common.add_argument(
+        "--log-format",
+        default="text",
+        choices=logs.FORMATS,
+        help="text for people, json for log collectors: one object per line (default: text)",
+    )
+    common.add_argument(
         "--docker-url",
         default="unix:///var/run/docker.sock",
         help="Docker API the background reconciler asks which endpoints still exist; "
@@ -94,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds something must keep looking stale before a pass removes it (default: 10)",
     )
+    serve.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
     doctor = sub.add_parser(
         "doctor",
         parents=[common],
@@ -102,6 +114,18 @@ def _parser() -> argparse.ArgumentParser:
         "inconsistent; with --fix, repair it. Exit status 0 when all is well, 1 otherwise.",
     )
     doctor.add_argument("--fix", action="store_true", help="repair what is found")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show networks and endpoints: container, IP, MAC, OVS port, ofport, VLAN, counters",
+        description="Show this driver's networks and, for every endpoint, its container, "
+        "addresses, OVS port, ofport, VLAN and packet counters (as OVS counts them on the port: "
+        "RX is what the container sent). Reads OVSDB and asks Docker for names.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument(
+        "--all", action="store_true", help="every driver name (plugin instance) on this OVS"
+    )
     return parser
 
 
@@ -135,6 +159,24 @@ def _doctor(settings: Settings, fix: bool) -> int:
         core.close()
 
 
+def _status(settings: Settings, *, as_json: bool, all_drivers: bool) -> int:
+    from docker_ovs_plugin import bootstrap, status  # noqa: PLC0415 (as in _doctor)
+
+    try:
+        sources = bootstrap.build_status(settings)
+    except (PluginError, OSError) as e:
+        LOG.error("cannot read Open vSwitch: %s", e)
+        return 2
+    try:
+        report = status.collect(
+            sources.records, sources.ports, sources.docker, None if all_drivers else settings.name
+        )
+    finally:
+        sources.close()
+    print(status.render_json(report) if as_json else status.render_table(report), end="")
+    return 0
+
+
 def _serve(settings: Settings) -> int:
     from docker_ovs_plugin import bootstrap  # noqa: PLC0415 (keeps --help free of OVS imports)
 
@@ -146,11 +188,13 @@ def _serve(settings: Settings) -> int:
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         LOG.info("received %s, stopping", signal.Signals(signum).name)
+        sdnotify.notify("STOPPING=1")
         # shutdown() waits for serve_forever to return, so it must run on another thread.
         threading.Thread(target=app.server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    sdnotify.notify("READY=1")  # the socket accepts connections from here on
     try:
         app.server.serve_forever()
     finally:
@@ -165,11 +209,7 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(args.log_level, args.log_format, sys.stderr)
     # Library internals (poll loops, netlink dumps) would drown the per-request debug lines.
     for handler in logging.getLogger().handlers:
         handler.addFilter(_quiet_libraries)
@@ -184,7 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         docker_url=args.docker_url,
         reconcile_interval=getattr(args, "reconcile_interval", 0.0),
         reconcile_grace=getattr(args, "reconcile_grace", 10.0),
+        metrics_address=getattr(args, "metrics_address", None),
     )
     if args.command == "doctor":
         return _doctor(settings, args.fix)
+    if args.command == "status":
+        return _status(settings, as_json=args.json, all_drivers=args.all)
     return _serve(settings)

@@ -31,6 +31,9 @@ class Settings:
     # Where ovs-vswitchd keeps the bridges' OpenFlow management sockets (BRIDGE.mgmt).
     ovs_rundir: Path | None = None
 
+    # HOST:PORT of the Prometheus /metrics listener; None (the default) serves no metrics.
+    metrics_address: str | None = None
+
     @property
     def rundir(self) -> Path:
         """Given, or beside the OVSDB unix socket (OVS puts both in its run directory)."""

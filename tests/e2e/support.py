@@ -994,12 +994,12 @@ class DockerEnv:
                 errors.append(f"could not restart the plugin for cleanup: {exc}")
         for name in reversed(self._containers):
             proc = docker("rm", "-f", name, check=False, timeout=90)
-            if proc.returncode != 0 and "No such container" not in proc.stderr:
+            if proc.returncode != 0 and not _already_gone(proc.stderr):
                 errors.append(f"docker rm -f {name}: {proc.stderr.strip()}")
         self._containers.clear()
         for name in reversed(self._networks):
             proc = docker("network", "rm", name, check=False, timeout=90)
-            if proc.returncode != 0 and "not found" not in proc.stderr:
+            if proc.returncode != 0 and not _already_gone(proc.stderr):
                 errors.append(f"docker network rm {name}: {proc.stderr.strip()}")
         self._networks.clear()
         return errors
@@ -1007,6 +1007,11 @@ class DockerEnv:
     def remove_all(self) -> None:
         errors = self.cleanup()
         assert not errors, "cleanup failed:\n" + "\n".join(errors)
+
+
+def _already_gone(stderr: str) -> bool:
+    # Docker clients word it differently: "not found" (20.10), "No such network/container".
+    return "not found" in stderr or "No such" in stderr
 
 
 def remove_leftovers(driver: str = DRIVER_NAME) -> None:

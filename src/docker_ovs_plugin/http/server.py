@@ -13,6 +13,7 @@ import os
 import socketserver
 import stat
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,20 @@ LOG = logging.getLogger(__name__)
 MAX_BODY = 1 << 20  # Docker's largest bodies are a few KiB; refuse anything absurd unread
 CONTENT_TYPE = "application/vnd.docker.plugins.v1+json"
 
+#: Called once per answered request with (method, HTTP status, seconds); metrics use it.
+Observer = Callable[[str, int, float], None]
+
 
 class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, socket_path: Path, routes: dict[str, Handler]) -> None:
+    def __init__(
+        self, socket_path: Path, routes: dict[str, Handler], observe: Observer | None = None
+    ) -> None:
         self.socket_path = socket_path
         self.routes = routes
+        self.observe = observe
         socket_path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_socket(socket_path)
         # Bind under a umask so the socket is root-only from its first instant (no chmod race).
@@ -69,9 +76,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         method = self.path.lstrip("/")
         status, body = self._dispatch(method)
         self._reply(status, body)
-        LOG.debug(
-            "POST %s -> %d in %.1f ms", self.path, status, (time.perf_counter() - started) * 1000
-        )
+        elapsed = time.perf_counter() - started
+        LOG.debug("POST %s -> %d in %.1f ms", self.path, status, elapsed * 1000)
+        if self.server.observe is not None:
+            known = self.path in self.server.routes  # unknown paths share one label
+            self.server.observe(method if known else "unknown", status, elapsed)
 
     def _dispatch(self, method: str) -> tuple[int, dict[str, Any]]:
         handler = self.server.routes.get(self.path)

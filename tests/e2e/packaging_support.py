@@ -1,0 +1,361 @@
+"""Helpers for the packaging tests (tests/e2e/test_packaging.py).
+
+They build what packaging/ describes with its own scripts, and run it against the host's dockerd
+and Open vSwitch: the plugin image (on a base image made from Debian's packages, no registry),
+the managed plugin, the compose file and the systemd unit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .support import (
+    PLUGIN_DIR,
+    Container,
+    DockerEnv,
+    Network,
+    docker,
+    plugin_call,
+    run,
+    wait_until,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGING = REPO / "packaging"
+
+#: Driver names of the packaging tests (distinct from ovse2e/ovsbench), one per install way.
+CONTAINER_DRIVER = "ovspkg"
+MANAGED_PLUGIN = "ovspkg-managed:e2e"
+COMPOSE_DRIVER = "ovspkgc"
+BUNDLED_DRIVER = "ovspkgb"
+SYSTEMD_DRIVER = "ovspkgs"
+
+#: Built once per session from this checkout and removed at its end.
+PLUGIN_IMAGE = "docker-ovs-plugin-e2e/plugin:pkg"
+OVS_IMAGE = "docker-ovs-plugin-e2e/openvswitch:pkg"
+SYSTEMD_IMAGE = "docker-ovs-plugin-e2e/systemd:pkg"
+#: Cached on the machine by tag (packaging/build-base-image.sh rebuilds only when missing).
+BASE_IMAGE = os.environ.get("OVS_PKG_BASE_IMAGE", "docker-ovs-plugin-base:bookworm")
+SYSTEMD_BASE_IMAGE = os.environ.get(
+    "OVS_PKG_SYSTEMD_BASE_IMAGE", "docker-ovs-plugin-base:bookworm-systemd"
+)
+#: Containers the tests start themselves (removed at teardown, and at the next start).
+PLUGIN_CONTAINER = "ovspkg-plugin"
+SYSTEMD_CONTAINER = "ovspkg-systemd"
+COMPOSE_PROJECTS = ("ovspkgc", "ovspkgb")
+
+#: Capabilities a containerised plugin runs with (besides the host network namespace).
+PLUGIN_CAPS = ("NET_ADMIN", "NET_RAW", "SYS_ADMIN")
+
+
+def timed(label: str, timings: dict[str, float]) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def _timer() -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            timings[label] = round(time.monotonic() - started, 1)
+
+    return _timer()
+
+
+def script(
+    path: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 900
+) -> str:
+    """Run one of packaging/'s scripts; its last stdout line (a tag or a name) is returned."""
+    proc = subprocess.run(
+        [str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"{path.relative_to(REPO)} {' '.join(args)} exited {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
+    lines = proc.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers_activate(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    try:
+        status, body = plugin_call(sock, "Plugin.Activate", timeout=2.0)
+    except OSError:
+        return False
+    return status == 200 and "NetworkDriver" in (body or {}).get("Implements", [])
+
+
+def remove_networks(driver: str) -> None:
+    """Containers on, then the networks of, one driver name (leftovers of a killed run)."""
+    nets = docker("network", "ls", "-q", "--filter", f"driver={driver}").stdout.split()
+    for net in nets:
+        info = json.loads(docker("network", "inspect", net).stdout)[0]
+        cids = list((info.get("Containers") or {}).keys())
+        if cids:
+            docker("rm", "-f", *cids, check=False, timeout=90)
+        docker("network", "rm", net, check=False, timeout=60)
+
+
+@dataclass
+class ExternalPlugin:
+    """A plugin that the test does not run as a child process (container, managed, compose).
+
+    DockerEnv only asks it to be running before cleanup; the test checks that itself.
+    """
+
+    name: str
+    socket_path: Path | None = None
+
+    def ensure_running(self) -> None:
+        if self.socket_path is not None and not answers_activate(self.socket_path):
+            raise AssertionError(f"plugin {self.name} does not answer on {self.socket_path}")
+
+
+#: Label of the containers these tests start (not the other suites' label: a session of those
+#: removes its labelled leftovers when it starts, which must not hit a packaging test running).
+PKG_LABEL = "docker-ovs-plugin-pkg-e2e"
+
+
+class PkgDockerEnv(DockerEnv):
+    """DockerEnv whose containers carry this suite's own label and name prefix."""
+
+    def run_container(
+        self,
+        net: Network,
+        name: str | None = None,
+        command: Sequence[str] = ("sleep", "3600"),
+        extra: Sequence[str] = (),
+    ) -> Container:
+        name = name or f"ovspkg-c-{uuid.uuid4().hex[:6]}"
+        self._containers.append(name)
+        docker(
+            "run", "-d", "--name", name, "--hostname", name, "--net", net.name,
+            "--label", f"{PKG_LABEL}=1", *extra, self.image, *command,
+            timeout=90,
+        )  # fmt: skip
+        return self.inspect_container(name, net)
+
+
+def remove_labelled_containers() -> None:
+    ids = docker("ps", "-aq", "--filter", f"label={PKG_LABEL}").stdout.split()
+    if ids:
+        docker("rm", "-f", *ids, check=False, timeout=120)
+
+
+def smoke(env: DockerEnv, subnet: str, gateway: str) -> tuple[Network, Container, Container]:
+    """The end-to-end smoke test: a network, two containers that ping each other by name and
+    their gateway. Returns them for further checks; DockerEnv.cleanup removes them."""
+    net = env.create_network(subnet=subnet, gateway=gateway)
+    a = env.run_container(net)
+    b = env.run_container(net)
+    env.assert_ping(a, b.name)
+    env.assert_ping(b, a.name)
+    env.assert_ping(a, gateway)
+    return net, a, b
+
+
+def network_driver(name: str) -> str:
+    return docker("network", "inspect", "-f", "{{.Driver}}", name).stdout.strip()
+
+
+def bridge_exists(bridge: str) -> bool:
+    proc = run(["ovs-vsctl", "--timeout=10", "br-exists", bridge], check=False, timeout=20)
+    return proc.returncode == 0
+
+
+def wait_status_counters(
+    read_status: Any, net: Network, containers: Sequence[Container], timeout: float = 20.0
+) -> dict[str, Any]:
+    """The status JSON once every container's port shows packets both ways (ovs-vswitchd
+    writes the counters into OVSDB every few seconds)."""
+    last: dict[str, Any] = {}
+
+    def counted() -> bool:
+        nonlocal last
+        last = read_status()
+        nets = [n for n in last["networks"] if n["id"] == net.id]
+        if len(nets) != 1:
+            return False
+        eps = {e["id"]: e for e in nets[0]["endpoints"]}
+        for c in containers:
+            stats = eps.get(c.endpoint_id, {}).get("statistics", {})
+            if not (stats.get("rx_packets", 0) > 0 and stats.get("tx_packets", 0) > 0):
+                return False
+        return True
+
+    try:
+        wait_until(counted, timeout=timeout, interval=1.0, what="packet counters in status")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nlast status: {json.dumps(last, indent=1)}") from None
+    return last
+
+
+def check_status(
+    report: dict[str, Any], driver: str, net: Network, cs: Sequence[Container]
+) -> None:
+    """`status --json` shows the network and, per container, what Docker and OVS say."""
+    assert report["driver"] == driver
+    nets = [n for n in report["networks"] if n["id"] == net.id]
+    assert len(nets) == 1, report
+    shown = nets[0]
+    assert shown["name"] == net.name
+    assert shown["driver"] == driver
+    assert shown["bridge"] == net.bridge
+    assert shown["subnets"] == [net.subnet]
+    eps = {e["id"]: e for e in shown["endpoints"]}
+    assert set(eps) == {c.endpoint_id for c in cs}, shown
+    for c in cs:
+        ep = eps[c.endpoint_id]
+        assert ep["container"] == c.name
+        assert ep["container_id"] == c.id
+        assert ep["ipv4"].split("/")[0] == c.ip
+        assert ep["mac"] == c.mac
+        assert ep["port"] == c.host_veth
+        ofport = run(
+            ["ovs-vsctl", "--timeout=10", "get", "Interface", c.host_veth, "ofport"]
+        ).stdout.strip()
+        assert ep["ofport"] == int(ofport)
+        assert ep["vlan"] is None
+        assert ep["statistics"]["rx_packets"] > 0
+        assert ep["statistics"]["tx_packets"] > 0
+
+
+def check_status_table(text: str, net: Network, cs: Sequence[Container]) -> None:
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["NETWORK", "ID", "NAME"], text
+    assert any(line.split()[:2] == [net.id[:12], net.name] for line in lines), text
+    for c in cs:
+        row = [line.split() for line in lines if c.host_veth in line.split()]
+        assert len(row) == 1, text
+        assert row[0][:4] == [c.name, net.name, c.ip, c.mac], text
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Prometheus text format from 127.0.0.1:port, as {series: value}."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out
+
+
+def compose(project: str, env: Mapping[str, str], *args: str, timeout: float = 300) -> str:
+    proc = run(
+        [
+            "env",
+            *(f"{k}={v}" for k, v in env.items()),
+            "docker-compose",
+            "--project-name",
+            project,
+            "--file",
+            str(PACKAGING / "docker-compose.yml"),
+            *args,
+        ],
+        timeout=timeout,
+    )
+    return proc.stdout + proc.stderr
+
+
+def compose_down(project: str, env: Mapping[str, str]) -> None:
+    run(
+        [
+            "env",
+            *(f"{k}={v}" for k, v in env.items()),
+            "docker-compose",
+            "--project-name",
+            project,
+            "--file",
+            str(PACKAGING / "docker-compose.yml"),
+            "down",
+            "--volumes",
+            "--timeout",
+            "20",
+        ],
+        check=False,
+        timeout=180,
+    )
+
+
+def compose_containers(project: str) -> list[str]:
+    return docker(
+        "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"
+    ).stdout.split()
+
+
+def plugin_socket(driver: str) -> Path:
+    return PLUGIN_DIR / f"{driver}.sock"
+
+
+def host_ovs_stop() -> None:
+    """Stop the host's Open vSwitch (ovsdb-server and ovs-vswitchd)."""
+    if Path("/run/systemd/system").is_dir():
+        run(["systemctl", "stop", "openvswitch-switch"], timeout=120)
+    else:
+        run(["/usr/share/openvswitch/scripts/ovs-ctl", "stop"], timeout=120)
+
+
+def host_ovs_start() -> None:
+    if Path("/run/systemd/system").is_dir():
+        run(["systemctl", "start", "openvswitch-switch"], timeout=120)
+    else:
+        run(["/usr/share/openvswitch/scripts/ovs-ctl", "start", "--system-id=random"], timeout=180)
+    run(["ovs-vsctl", "--timeout=30", "wait-until", "Open_vSwitch", "."], timeout=60)
+    wait_until(
+        lambda: run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode == 0,
+        timeout=60,
+        what="the host's ovs-vswitchd",
+    )
+
+
+def host_ovs_running() -> bool:
+    return (
+        run(["ovs-vsctl", "--timeout=3", "show"], check=False, timeout=10).returncode == 0
+        and run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode == 0
+    )
+
+
+def json_log_lines(text: str) -> list[dict[str, Any]]:
+    """Every line must be one JSON object (--log-format json)."""
+    out = []
+    for line in text.splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+UNIT_KEY = re.compile(r"^(?P<key>[A-Za-z]+)=(?P<value>.*)$")
+
+
+def unit_values(text: str, key: str) -> list[str]:
+    return [
+        m.group("value") for m in map(UNIT_KEY.match, text.splitlines()) if m and m["key"] == key
+    ]
