@@ -1,0 +1,261 @@
+"""Shared helpers: commands, statistics, names, machine facts, progress output."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Prefix of every docker object, namespace, bridge and link the suite creates itself.
+PREFIX = "ovsbench"
+#: Docker label on every container and network the suite creates (leftover sweeps use it).
+LABEL = "ovsbench"
+#: Driver name (and socket name) of the plugin instance the suite runs.
+DRIVER = "ovsbench"
+IMAGE = "docker-ovs-plugin-bench/busybox:latest"
+#: Hex prefix of the network and endpoint ids the suite sends to the plugin itself, so a
+#: later run can recognise (and remove) what an interrupted one left behind.
+ID_PREFIX = "be4c"
+
+
+class CommandFailed(RuntimeError):
+    def __init__(self, argv: Sequence[str], returncode: int | None, out: str, err: str) -> None:
+        status = "timed out" if returncode is None else f"exited {returncode}"
+        super().__init__(f"{' '.join(argv)} {status}\n{out.strip()}\n{err.strip()}".strip())
+        self.returncode = returncode
+
+
+def run(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a command (argument list, no shell) with a timeout; raise CommandFailed."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else ""
+        raise CommandFailed(argv, None, out, err) from e
+    if check and proc.returncode != 0:
+        raise CommandFailed(argv, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def timed(argv: Sequence[str], *, timeout: float = 120.0) -> float:
+    """Seconds one successful command took, wall clock."""
+    start = time.perf_counter()
+    run(argv, timeout=timeout)
+    return time.perf_counter() - start
+
+
+def ovs_vsctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(["ovs-vsctl", "--timeout=20", *args], check=check, timeout=30)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def wait_for(
+    predicate: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def rotate(items: Sequence[str], i: int) -> list[str]:
+    """Order of the sides in round i: each side takes each position equally often."""
+    k = i % len(items)
+    return [*items[k:], *items[:k]]
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (p in 0..100), like numpy's default."""
+    if not values:
+        return float("nan")
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * p / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median and spread of a sample (same unit as the input)."""
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "mean": statistics.fmean(values),
+        "p25": percentile(values, 25),
+        "p75": percentile(values, 75),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "min": min(values),
+        "max": max(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def ratio_ci(
+    a: Sequence[float], b: Sequence[float], *, resamples: int = 2000, seed: int = 1
+) -> tuple[float, float]:
+    """Bootstrap 95% interval of median(a) / median(b)."""
+    if len(a) < 2 or len(b) < 2:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)  # noqa: S311 (statistics, not security)
+    ratios = []
+    for _ in range(resamples):
+        ma = statistics.median(rng.choices(a, k=len(a)))
+        mb = statistics.median(rng.choices(b, k=len(b)))
+        ratios.append(ma / mb if mb else float("inf"))
+    return (percentile(ratios, 2.5), percentile(ratios, 97.5))
+
+
+# -- results ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the results table: a figure, its target and whether it is met."""
+
+    item: str
+    metric: str
+    value: float | None
+    unit: str
+    target: str
+    passed: bool | None  # None: context only, no target
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item,
+            "metric": self.metric,
+            "value": self.value,
+            "unit": self.unit,
+            "target": self.target,
+            "pass": self.passed,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class ItemResult:
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+# -- machine ---------------------------------------------------------------------------------
+
+
+def _first_line(argv: Sequence[str]) -> str:
+    try:
+        out = run(argv, check=False, timeout=20).stdout.strip()
+    except (CommandFailed, OSError):
+        return "?"
+    return out.splitlines()[0] if out else "?"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _mem_total_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return "?"
+
+
+def _virt() -> str:
+    """The hypervisor, e.g. "kvm VM" (a container marker such as /.dockerenv is not the machine)."""
+    if shutil.which("systemd-detect-virt"):
+        vm = run(["systemd-detect-virt", "--vm"], check=False).stdout.strip()
+        if vm and vm != "none":
+            return f"{vm} VM"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "?"
+    return "VM (hypervisor flag)" if " hypervisor" in flags else "bare metal"
+
+
+def machine_info(datapath: str) -> dict[str, Any]:
+    git = ["git", "-C", str(REPO)]
+    dirty = run([*git, "status", "--porcelain", "--", "src"], check=False).stdout.strip()
+    diff = run([*git, "diff", "HEAD", "--", "src"], check=False).stdout
+    return {
+        "hostname": platform.node(),
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "virtualization": _virt(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _mem_total_gib(),
+        "docker_server": _first_line(["docker", "version", "-f", "{{.Server.Version}}"]),
+        "docker_client": _first_line(["docker", "version", "-f", "{{.Client.Version}}"]),
+        "ovs": _first_line(["ovs-vswitchd", "--version"]),
+        "datapath": datapath,
+        "openvswitch_kernel_module": Path("/sys/module/openvswitch").exists(),
+        "python": platform.python_version(),
+        "iperf3": _first_line(["iperf3", "--version"]),
+        "git_commit": _first_line([*git, "rev-parse", "--short=12", "HEAD"]),
+        "src_dirty": bool(dirty),
+        "src_diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:12] if dirty else None,
+        "loadavg_start": os.getloadavg(),
+    }
+
+
+def dump_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
