@@ -9,7 +9,7 @@ from typing import Any
 
 from docker_ovs_plugin.adapters import datapath, ovsdb
 from docker_ovs_plugin.adapters.docker_api import DockerApi
-from docker_ovs_plugin.adapters.inventory import DockerInventory, OvsdbPorts
+from docker_ovs_plugin.adapters.inventory import OvsdbPorts
 from docker_ovs_plugin.adapters.iptables import IptablesFirewall
 from docker_ovs_plugin.adapters.netlink import NetlinkLinks
 from docker_ovs_plugin.adapters.openflow import OpenFlowFlows
@@ -59,7 +59,7 @@ class App:
 
 def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
     dp_type = datapath.resolve(settings.datapath_type)
-    api = ovsdb.connect(settings.ovsdb, settings.ovsdb_timeout)
+    api = ovsdb.connect(settings.ovsdb, settings.ovsdb_timeout, ovsdb.DRIVER_COLUMNS)
     switch = ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout)
     links = NetlinkLinks(settings.device_timeout)
     firewall = IptablesFirewall()
@@ -139,7 +139,7 @@ class StatusSources:
 
     records: ovsdb.OvsdbSwitch
     ports: OvsdbPorts
-    docker: DockerInventory | None
+    docker: DockerApi | None
     ovsdb_api: Any
 
     def close(self) -> None:
@@ -151,6 +151,6 @@ def build_status(settings: Settings) -> StatusSources:
     return StatusSources(
         records=ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout),
         ports=OvsdbPorts(api),
-        docker=DockerInventory(settings.docker_url) if settings.docker_url else None,
+        docker=DockerApi(settings.name, settings.docker_url) if settings.docker_url else None,
         ovsdb_api=api,
     )

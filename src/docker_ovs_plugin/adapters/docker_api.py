@@ -1,14 +1,16 @@
 """What Docker knows about our networks, through its API (docker SDK over the unix socket).
 
-Only the background reconciler calls this: dockerd holds its network locks while it waits for a
-plugin, so asking Docker from inside a request handler can deadlock both.
+Only the background reconciler and the status command call this: dockerd holds its network
+locks while it waits for a plugin, so asking Docker from inside a request handler can deadlock
+both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-import docker
+from docker_ovs_plugin.status import Attachment, DockerNetwork
 
 
 class DockerApi:
@@ -17,14 +19,47 @@ class DockerApi:
         self._base_url = base_url
         self._timeout = timeout
 
+    def _client(self) -> Any:
+        # Imported here, off the start path: it costs a tenth of the plugin's start.
+        import docker  # noqa: PLC0415
+
+        return docker.APIClient(base_url=self._base_url, timeout=self._timeout)
+
     def endpoints_by_network(self) -> dict[str, set[str]]:
-        client: Any = docker.APIClient(base_url=self._base_url, timeout=self._timeout)
+        client = self._client()
         try:
             found: dict[str, set[str]] = {}
             for net in client.networks(filters={"driver": self._driver_name}):
                 info = client.inspect_network(net["Id"])
                 containers = info.get("Containers") or {}
                 found[info["Id"]] = {c["EndpointID"] for c in containers.values()}
+            return found
+        finally:
+            client.close()
+
+    def networks(self, network_ids: Iterable[str]) -> dict[str, DockerNetwork]:
+        """Names of networks and which container holds which endpoint (for status)."""
+        import docker.errors  # noqa: PLC0415
+
+        client = self._client()
+        try:
+            found = {}
+            for network_id in network_ids:
+                try:
+                    info = client.inspect_network(network_id)
+                except docker.errors.NotFound:
+                    continue
+                containers = info.get("Containers") or {}
+                found[str(info["Id"])] = DockerNetwork(
+                    name=str(info.get("Name", "")),
+                    driver=str(info.get("Driver", "")),
+                    attachments={
+                        str(c["EndpointID"]): Attachment(
+                            container_id=str(cid), container=str(c.get("Name", ""))
+                        )
+                        for cid, c in containers.items()
+                    },
+                )
             return found
         finally:
             client.close()

