@@ -456,3 +456,24 @@ def test_port_security_can_be_turned_off(dk: DockerEnv, snapshot_before: HostSna
     dk.assert_ping(spoofer, honest.ip)
     dk.remove_all()
     assert_snapshot_restored(snapshot_before)
+
+
+def test_host_binding_publishes_on_that_address_only(
+    dk: DockerEnv, outside_host: OutsideHost, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(
+        subnet="10.243.1.0/24",
+        gateway="10.243.1.1",
+        options={"com.docker.network.bridge.host_binding_ipv4": outside_host.host_ip},
+    )
+    web = dk.run_container(net, extra=("-p", "18090:80"))
+    _http_like_server(dk, web, 80, "hello-bound")
+    ns = ["ip", "netns", "exec", outside_host.netns]
+    wait_until(
+        lambda: "hello-bound" in _fetch(ns, outside_host.host_ip, 18090),
+        timeout=10,
+        what="the port published on the host binding address",
+    )
+    assert "hello-bound" not in _fetch([], net.gateway, 18090)  # not on other host addresses
+    dk.remove_all()
+    assert_snapshot_restored(snapshot_before)
