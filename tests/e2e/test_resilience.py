@@ -717,3 +717,42 @@ def test_doctor_reports_and_repairs_leftovers(plugin: Plugin, dk: DockerEnv) -> 
         plugin.start()
     dk.assert_ping(c, net.gateway)
     dk.remove_all()
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="restarts dockerd with flags")
+def test_dockerd_restart_with_live_restore_keeps_containers_and_connectivity(
+    plugin: Plugin, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
+) -> None:
+    dockerd.stop()
+    dockerd.start("--live-restore")
+    try:
+        net = dk.create_network(subnet="10.250.6.0/24", gateway="10.250.6.1")
+        a = dk.run_container(net)
+        b = dk.run_container(net)
+        dk.assert_ping(a, b.ip)
+        pid_a = docker("inspect", "-f", "{{.State.Pid}}", a.name).stdout.strip()
+        dockerd.stop()
+        # dockerd is gone, the containers and their ports are not.
+        netns = f"--net=/proc/{pid_a}/ns/net"
+        ping = run(
+            ["nsenter", netns, "busybox", "ping", "-c", "3", "-W", "2", b.ip],
+            check=False,
+            timeout=30,
+        )
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        dockerd.start("--live-restore")
+        assert docker("inspect", "-f", "{{.State.Pid}}", a.name).stdout.strip() == pid_a
+        dk.assert_ping(a, b.ip)
+        c = dk.run_container(net)  # the plugin still serves the restored network
+        dk.assert_ping(c, a.ip)
+        dk.remove_all()
+    finally:
+        dk.cleanup()
+        dockerd.stop()
+        # Live restore leaves dockerd's containerd running; the next daemon starts its own.
+        for pid in _managed_containerd():
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not _managed_containerd(), timeout=60, what="containerd to stop")
+        dockerd.start()
+    assert_doctor_clean()
+    assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
