@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DRIVER, log, percentile
+from docker_ovs_plugin.http.client import UnixHTTPConnection
 
 PLUGIN_DIR = Path("/run/docker/plugins")
 PIDFILE = Path("/run/docker-ovs-plugin-bench/plugin.pid")
@@ -28,29 +28,13 @@ HEADERS = {"Accept": "application/vnd.docker.plugins.v1.2+json"}
 _REQUEST_LINE = re.compile(r"POST /(?:NetworkDriver\.|Plugin\.)?(\w+) -> (\d+) in ([\d.]+) ms")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class PluginClient:
     """HTTP/1.1 over the plugin socket with a kept-alive connection, like Go's client."""
 
     def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
         self._path = socket_path
         self._timeout = timeout
-        self._conn: _UnixConnection | None = None
+        self._conn: UnixHTTPConnection | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -61,7 +45,7 @@ class PluginClient:
         payload = b"" if body is None else json.dumps(body).encode()
         for attempt in (1, 2):  # a kept-alive connection the server closed: reconnect once
             if self._conn is None:
-                self._conn = _UnixConnection(self._path, self._timeout)
+                self._conn = UnixHTTPConnection(self._path, self._timeout)
             try:
                 self._conn.request("POST", f"/{method}", body=payload, headers=HEADERS)
                 resp = self._conn.getresponse()

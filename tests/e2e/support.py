@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from docker_ovs_plugin.http.client import UnixHTTPConnection
 
 # --------------------------------------------------------------------------- constants
 
@@ -479,22 +480,6 @@ def assert_snapshot_restored(before: HostSnapshot, *, timeout: float = 5.0) -> N
 # --------------------------------------------------------------------------- the plugin
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._unix_path = str(path)
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def plugin_call(
     socket_path: Path,
     method: str,
@@ -503,7 +488,7 @@ def plugin_call(
     timeout: float = 5.0,
 ) -> tuple[int, Any]:
     """POST one Docker v1 plugin protocol call to a unix socket; returns (status, json)."""
-    conn = _UnixHTTPConnection(socket_path, timeout)
+    conn = UnixHTTPConnection(socket_path, timeout)
     try:
         if body is None:
             payload = b""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from docker_ovs_plugin.http.client import UnixHTTPConnection
 from docker_ovs_plugin.http.metrics import (
     Metrics,
     MetricsServer,
@@ -91,18 +91,8 @@ def test_parse_address_refuses(text: str) -> None:
         parse_address(text)
 
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=5)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(self._path))
-
-
 def _post(path: Path, method: str, body: object) -> int:
-    conn = _Unix(path)
+    conn = UnixHTTPConnection(path)
     try:
         conn.request("POST", f"/{method}", body=json.dumps(body).encode())
         resp = conn.getresponse()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from docker_ovs_plugin.http.client import UnixHTTPConnection
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import MAX_BODY, PluginServer
 
@@ -21,16 +21,6 @@ from .fakes import make_driver
 
 NET = "1" * 64
 EP = "2" * 64
-
-
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=5)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(str(self._path))
 
 
 @pytest.fixture
@@ -48,7 +38,7 @@ def server(tmp_path: Path) -> Iterator[PluginServer]:
 def call(srv: PluginServer, path: str, body: bytes | dict[str, Any] = b"") -> tuple[int, Any]:
     # Like Docker: no Content-Type, compact JSON with a trailing newline.
     data = body if isinstance(body, bytes) else (json.dumps(body) + "\n").encode()
-    conn = UnixConnection(srv.socket_path)
+    conn = UnixHTTPConnection(srv.socket_path)
     try:
         conn.request("POST", path, body=data)
         resp = conn.getresponse()
@@ -212,7 +202,7 @@ def test_unknown_network_is_404(server: PluginServer) -> None:
 
 
 def test_oversize_body_is_refused_unread(server: PluginServer) -> None:
-    conn = UnixConnection(server.socket_path)
+    conn = UnixHTTPConnection(server.socket_path)
     try:
         conn.putrequest("POST", "/NetworkDriver.CreateNetwork")
         conn.putheader("Content-Length", str(MAX_BODY + 1))
@@ -225,7 +215,7 @@ def test_oversize_body_is_refused_unread(server: PluginServer) -> None:
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(server: PluginServer) -> None:
-    conn = UnixConnection(server.socket_path)
+    conn = UnixHTTPConnection(server.socket_path)
     try:
         for _ in range(3):
             conn.request("POST", "/NetworkDriver.GetCapabilities", body=b"")
