@@ -14,7 +14,6 @@ import re
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,21 +142,8 @@ PKG_LABEL = "docker-ovs-plugin-pkg-e2e"
 class PkgDockerEnv(DockerEnv):
     """DockerEnv whose containers carry this suite's own label and name prefix."""
 
-    def run_container(
-        self,
-        net: Network,
-        name: str | None = None,
-        command: Sequence[str] = ("sleep", "3600"),
-        extra: Sequence[str] = (),
-    ) -> Container:
-        name = name or f"ovspkg-c-{uuid.uuid4().hex[:6]}"
-        self._containers.append(name)
-        docker(
-            "run", "-d", "--name", name, "--hostname", name, "--net", net.name,
-            "--label", f"{PKG_LABEL}=1", *extra, self.image, *command,
-            timeout=90,
-        )  # fmt: skip
-        return self.inspect_container(name, net)
+    label = PKG_LABEL
+    container_prefix = "ovspkg-c"
 
 
 def remove_labelled_containers() -> None:

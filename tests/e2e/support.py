@@ -746,6 +746,11 @@ def network_ipam(name: str) -> tuple[str, str]:
 class DockerEnv:
     """Creates docker networks/containers and always removes them (see :meth:`cleanup`)."""
 
+    #: Label and name prefix of the containers it runs (a suite that must stay out of the
+    #: others' leftover cleanup sets its own).
+    label = RESOURCE_LABEL
+    container_prefix = f"{NAME_PREFIX}-c"
+
     def __init__(self, plugin: Plugin, image: str = IMAGE_TAG, driver: str = DRIVER_NAME):
         self.plugin = plugin
         self.image = image
@@ -823,7 +828,7 @@ class DockerEnv:
         extra: Sequence[str] = (),
     ) -> Container:
         """``docker run -d`` on ``net``; ``extra`` holds further ``docker run`` arguments."""
-        name = name or unique_name("c")
+        name = name or f"{self.container_prefix}-{uuid.uuid4().hex[:6]}"
         self._containers.append(name)
         docker(
             "run",
@@ -835,7 +840,7 @@ class DockerEnv:
             "--net",
             net.name,
             "--label",
-            f"{RESOURCE_LABEL}=1",
+            f"{self.label}=1",
             *extra,
             self.image,
             *command,
