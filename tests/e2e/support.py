@@ -935,7 +935,22 @@ class DockerEnv:
 
     def tcp_send(self, server: Container, client: Container, target: str, port: int) -> str:
         """Send a unique payload over TCP from ``client`` to a busybox nc listener in
-        ``server`` (reached as ``target``: IP or name) and check it arrives."""
+        ``server`` (reached as ``target``: IP or name) and check it arrives.
+
+        One more attempt with a fresh listener if the first payload is lost: under CI load a
+        busybox nc pair has been seen to connect and still lose the payload. The failed
+        attempt's diagnostics go to stderr, so a real data-path fault still fails (twice)
+        with the evidence."""
+        failures: list[str] = []
+        for _ in range(2):
+            try:
+                return self._tcp_send_once(server, client, target, port)
+            except AssertionError as exc:
+                failures.append(f"{exc}\n{self._tcp_diagnostics(server, client, port)}")
+                print(f"tcp_send attempt failed:\n{failures[-1]}", file=sys.stderr)
+        raise AssertionError("\n---\n".join(failures))
+
+    def _tcp_send_once(self, server: Container, client: Container, target: str, port: int) -> str:
         payload = f"ovs-e2e-{uuid.uuid4().hex[:12]}"
         recv = f"/tmp/tcp-{port}.recv"
         self.exec(server, "rm", "-f", recv)
@@ -971,6 +986,23 @@ class DockerEnv:
         finally:
             self.exec(server, "killall", "nc", check=False)
         return payload
+
+    def _tcp_diagnostics(self, server: Container, client: Container, port: int) -> str:
+        """What both ends and the bridges saw, for a failed TCP exchange."""
+        parts = []
+        for c, argv in (
+            (server, ("cat", f"/tmp/tcp-{port}.recv")),
+            (server, ("netstat", "-tn")),
+            (client, ("netstat", "-tn")),
+            (server, ("ip", "neigh")),
+            (client, ("ip", "-6", "neigh")),
+        ):
+            proc = self.exec(c, *argv, check=False)
+            parts.append(f"{c.name}$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}")
+        for bridge in run(["ovs-vsctl", "list-br"], check=False).stdout.split():
+            proc = run(["ovs-ofctl", "dump-flows", bridge], check=False)
+            parts.append(f"ovs-ofctl dump-flows {bridge}\n{proc.stdout}{proc.stderr}")
+        return "\n".join(parts)
 
     # -- teardown ---------------------------------------------------------------------
 
