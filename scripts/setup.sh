@@ -5,8 +5,11 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
-packages=(openvswitch-switch docker.io busybox-static iptables iproute2 tcpdump python3-venv python3-pip
+packages=(openvswitch-switch python3-openvswitch docker.io busybox-static iptables iproute2 tcpdump
+    python3-venv python3-pip
     debootstrap docker-compose)  # the last two: packaging tests (local base image, compose)
+# python3-openvswitch: its C JSON parser (ovs/_json*.so), which the plugin loads for OVSDB
+# because PyPI's `ovs` wheel has none; without it the plugin works, only starts slower.
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
