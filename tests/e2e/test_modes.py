@@ -375,6 +375,16 @@ def _fetch(argv_prefix: list[str], host: str, port: int) -> str:
     return proc.stdout
 
 
+def _wait_for_text(argv_prefix: list[str], host: str, port: int, text: str) -> None:
+    # The servers are nc loops: between two connections there is a moment without a
+    # listener, so a refused attempt is tried again.
+    wait_until(
+        lambda: text in _fetch(argv_prefix, host, port),
+        timeout=10,
+        what=f"{text!r} from {host}:{port}{' in the outside namespace' if argv_prefix else ''}",
+    )
+
+
 def test_published_ports_reach_containers_and_go_away(
     dk: DockerEnv, outside_host: OutsideHost, snapshot_before: HostSnapshot
 ) -> None:
@@ -388,10 +398,10 @@ def test_published_ports_reach_containers_and_go_away(
         return "hello-web" in _fetch([], net.gateway, 18080)
 
     wait_until(reachable, timeout=10, what="published port 18080 from the host")
-    assert "hello-second" in _fetch([], outside_host.host_ip, 18081)
     ns = ["ip", "netns", "exec", outside_host.netns]
-    assert "hello-web" in _fetch(ns, outside_host.host_ip, 18080)
-    assert "hello-second" in _fetch(ns, outside_host.host_ip, 18081)
+    _wait_for_text([], outside_host.host_ip, 18081, "hello-second")
+    _wait_for_text(ns, outside_host.host_ip, 18080, "hello-web")
+    _wait_for_text(ns, outside_host.host_ip, 18081, "hello-second")
 
     dk.remove_container(web)
     dnat = run(["iptables", "-t", "nat", "-S", "OVS-PLUGIN-DNAT"]).stdout
