@@ -42,6 +42,10 @@ SIDES = ("ovs", "bare", "bridge")
 #: bridge), to tell the cost of those flows from the rest.
 NOSEC = "ovs_nosec"
 NOSEC_OPTION = "ovs.port_security=false"
+#: Context side: an ovs network whose two container namespaces lost the nat table Docker puts
+#: there for its embedded DNS (127.0.0.11). That table makes the kernel track every connection
+#: of the container (conntrack), which the bare namespaces do not pay.
+NODNS = "ovs_nodns"
 TARGET = 0.95
 PORT = 5201
 BARE_BRIDGE = f"{PREFIX}-bare"
@@ -128,6 +132,12 @@ def container_pair(driver: str, kind: str, *options: str) -> Iterator[Pair]:
             remove_containers(names)
 
 
+def drop_docker_nat(pair: Pair) -> None:
+    """Remove Docker's embedded-DNS nat table from both namespaces of the pair."""
+    for ns in (pair.server_ns, pair.client_ns):
+        run(["nsenter", f"--net={ns}", "nft", "delete", "table", "ip", "nat"])
+
+
 def iperf(pair: Pair, seconds: int) -> dict[str, float]:
     server = subprocess.Popen(
         [
@@ -194,6 +204,13 @@ def run_datapath(ctx: Context) -> ItemResult:
             runs[NOSEC] = []
         except CommandFailed as e:  # a plugin version without the option
             log(f"no {NOSEC} side: {str(e)[:200]}")
+        try:
+            pairs[NODNS] = stack.enter_context(container_pair(DRIVER, "dpnodns"))
+            drop_docker_nat(pairs[NODNS])
+            runs[NODNS] = []
+        except (CommandFailed, FileNotFoundError) as e:  # no nft, or iptables-legacy rules
+            pairs.pop(NODNS, None)
+            log(f"no {NODNS} side: {str(e)[:200]}")
         sides = list(pairs)
         for side in sides:  # warm-up (ARP, MAC learning, flow caches), not counted
             iperf(pairs[side], 2)
@@ -243,6 +260,20 @@ def run_datapath(ctx: Context) -> ItemResult:
                 "",
                 None,
                 f"context: {fmt(NOSEC)}; the gap to the first row is the port security flows",
+            )
+        )
+    if NODNS in runs:
+        res.data["ratio_ovs_nodns_bare"] = med[NODNS] / med["bare"]
+        res.rows.append(
+            Row(
+                "datapath",
+                "ovs network without Docker's DNS nat table in the containers / bare OVS",
+                med[NODNS] / med["bare"],
+                "x",
+                "",
+                None,
+                f"context: {fmt(NODNS)}; the gap to the first row is conntrack in the "
+                "container namespaces (Docker's, not the plugin's)",
             )
         )
     res.rows.append(

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--burst", type=int, help="containers per burst (default 100, quick 30)")
     p.add_argument("--iperf-seconds", type=int, help="seconds per iperf3 run (default 6)")
     p.add_argument(
+        "--iperf-rounds", type=int, help="iperf3 rounds per data path side (default 3, quick 1)"
+    )
+    p.add_argument(
         "--wait",
         type=float,
         default=10.0,
@@ -85,6 +88,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         s.burst_containers = args.burst
     if args.iperf_seconds:
         s.iperf_seconds = args.iperf_seconds
+    if args.iperf_rounds:
+        s.iperf_rounds = args.iperf_rounds
     return s
 
 
