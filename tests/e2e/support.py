@@ -425,6 +425,7 @@ class HostSnapshot:
     links: tuple[str, ...]
     iptables_filter: tuple[str, ...]
     iptables_nat: tuple[str, ...]
+    iptables_raw: tuple[str, ...] = ()
 
     def differences(self, after: HostSnapshot) -> list[str]:
         diffs: list[str] = []
@@ -438,6 +439,7 @@ class HostSnapshot:
         compare("link", self.links, after.links)
         compare("iptables filter", self.iptables_filter, after.iptables_filter)
         compare("iptables nat", self.iptables_nat, after.iptables_nat)
+        compare("iptables raw", self.iptables_raw, after.iptables_raw)
         if shared_host():
             diffs = [d for d in diffs if not foreign_only(d)]
         return diffs
@@ -457,7 +459,10 @@ def take_snapshot() -> HostSnapshot:
     links = tuple(sorted(n for n in link_names() if n.startswith(LINK_PREFIXES)))
     filt = tuple(run(["iptables", "-w", "10", "-S"]).stdout.splitlines())
     nat = tuple(run(["iptables", "-w", "10", "-t", "nat", "-S"]).stdout.splitlines())
-    return HostSnapshot(ovs=tuple(ovs), links=links, iptables_filter=filt, iptables_nat=nat)
+    raw = tuple(run(["iptables", "-w", "10", "-t", "raw", "-S"]).stdout.splitlines())
+    return HostSnapshot(
+        ovs=tuple(ovs), links=links, iptables_filter=filt, iptables_nat=nat, iptables_raw=raw
+    )
 
 
 def assert_snapshot_restored(before: HostSnapshot, *, timeout: float = 5.0) -> None:

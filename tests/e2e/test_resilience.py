@@ -518,7 +518,7 @@ def _state() -> tuple[object, ...]:
     snap = take_snapshot()
     rules = [
         line
-        for line in (*snap.iptables_filter, *snap.iptables_nat)
+        for line in (*snap.iptables_filter, *snap.iptables_nat, *snap.iptables_raw)
         if "OVS-PLUGIN" in line or "docker-ovs-plugin" in line
     ]
     return (snap.ovs, snap.links, sorted(rules))

@@ -43,11 +43,11 @@ def test_graceful_stop_removes_socket(plugin: Plugin, sig: signal.Signals) -> No
 
 
 def _network_rules(net: Network) -> list[str]:
-    """The iptables rules (filter and nat) that concern ``net``."""
+    """The iptables rules (filter, nat and raw) that concern ``net``."""
     snap = take_snapshot()
     return sorted(
         line
-        for line in (*snap.iptables_filter, *snap.iptables_nat)
+        for line in (*snap.iptables_filter, *snap.iptables_nat, *snap.iptables_raw)
         if net.bridge in line or net.subnet in line
     )
 

@@ -7,6 +7,7 @@ from docker_ovs_plugin.adapters.iptables import (
     ISOLATION_1,
     ISOLATION_2,
     POSTROUTING,
+    RAW_PREROUTING,
     network_comment,
     network_rules,
 )
@@ -23,6 +24,7 @@ def test_every_rule_is_tagged_with_the_network() -> None:
         ("filter", ISOLATION_2),
         ("filter", FORWARD),
         ("nat", POSTROUTING),
+        ("raw", RAW_PREROUTING),
     }
     for _, _, rule in rules:
         assert rule[-4:] == ("-m", "comment", "--comment", network_comment(NID))
@@ -38,7 +40,10 @@ def test_masquerade_only_for_ipv4_pools_and_not_inside_the_bridge() -> None:
     )
     nat = [r for t, _, r in network_rules(net, 4) if t == "nat"]
     assert [r for t, _, r in network_rules(net, 6) if t == "nat"] == []
+    tag = ("-m", "comment", "--comment", network_comment(NID))
     assert nat == [
+        # Published ports reached from the host's loopback leave with the gateway's address.
+        ("-s", "127.0.0.0/8", "-o", "br0", "-j", "MASQUERADE", *tag),
         (
             "-s",
             "10.9.0.0/24",
@@ -51,5 +56,20 @@ def test_masquerade_only_for_ipv4_pools_and_not_inside_the_bridge() -> None:
             "comment",
             "--comment",
             network_comment(NID),
+        ),
+    ]
+
+
+def test_packets_for_loopback_from_the_containers_are_dropped_before_routing() -> None:
+    """The gateway port gets route_localnet (for localhost:PORT); without this rule a
+    container could reach the host's loopback services through its gateway."""
+    net = Network(NID, "br0", 1500, ipv4=(Subnet(ipaddress.ip_network("10.9.0.0/24")),))
+    tag = ("-m", "comment", "--comment", network_comment(NID))
+    raw = [(c, r) for t, c, r in network_rules(net, 4) if t == "raw"]
+    assert raw == [
+        (
+            RAW_PREROUTING,
+            ("-i", "br0", "-d", "127.0.0.0/8", "-j", "DROP", *tag),
         )
     ]
+    assert [r for t, _, r in network_rules(net, 6) if t == "raw"] == []

@@ -7,6 +7,12 @@ backend. Arguments are lists built from validated values; no shell is involved.
 
 Layout (filter):  FORWARD -> OVS-PLUGIN-FORWARD -> OVS-PLUGIN-ISOLATION-1 -> ...-2
          (nat):   POSTROUTING -> OVS-PLUGIN-POSTROUTING;  PREROUTING, OUTPUT -> OVS-PLUGIN-DNAT
+         (raw):   PREROUTING -> OVS-PLUGIN-PREROUTING
+Published ports answer on the host's loopback too (`curl localhost:PORT`), as Docker's do: the
+OUTPUT jump includes 127.0.0.0/8, the gateway port has route_localnet so that DNATed packets
+from 127.0.0.1 may leave through it, and they are masqueraded to the gateway's address. With
+route_localnet, the kernel would also accept packets for 127.0.0.0/8 arriving from containers,
+reaching the host's loopback services: the raw rule of each network drops those first.
 IPv6 networks get the same filter chains through ip6tables (routed, not masqueraded).
 Every per-network rule carries the comment "docker-ovs-plugin:<network id>", every per-endpoint
 rule "docker-ovs-plugin:<network id>:<endpoint id>", which is how rules are found for removal.
@@ -31,6 +37,8 @@ ISOLATION_1 = "OVS-PLUGIN-ISOLATION-1"
 ISOLATION_2 = "OVS-PLUGIN-ISOLATION-2"
 POSTROUTING = "OVS-PLUGIN-POSTROUTING"
 DNAT = "OVS-PLUGIN-DNAT"
+RAW_PREROUTING = "OVS-PLUGIN-PREROUTING"
+LOOPBACK = "127.0.0.0/8"
 COMMENT_PREFIX = "docker-ovs-plugin"
 
 _FILTER_CHAINS = (ISOLATION_1, ISOLATION_2, FORWARD)
@@ -85,6 +93,12 @@ def network_rules(network: Network, family: int) -> list[TableRule]:
                 ),
             )
         )
+    if family == 4 and network.ipv4:
+        rules += [
+            # Published ports reached from the host's loopback (see the module's docstring).
+            ("nat", POSTROUTING, ("-s", LOOPBACK, "-o", gw, "-j", "MASQUERADE", *tag)),
+            ("raw", RAW_PREROUTING, ("-i", gw, "-d", LOOPBACK, "-j", "DROP", *tag)),
+        ]
     if family == 4 and network.masquerade:
         for subnet in network.ipv4:
             pool = str(subnet.pool)
@@ -193,7 +207,13 @@ class IptablesFirewall:
             self._ensure_jump(family, "nat", "POSTROUTING", "-j", POSTROUTING)
             local = ("-m", "addrtype", "--dst-type", "LOCAL")
             self._ensure_jump(family, "nat", "PREROUTING", *local, "-j", DNAT)
-            self._ensure_jump(family, "nat", "OUTPUT", "!", "-d", "127.0.0.0/8", *local, "-j", DNAT)
+            self._ensure_jump(family, "nat", "OUTPUT", *local, "-j", DNAT)
+            # Earlier versions left loopback out of the OUTPUT jump.
+            old_output = ("!", "-d", LOOPBACK, *local, "-j", DNAT)
+            while self._exists(family, "nat", "OUTPUT", old_output):
+                self._run(family, "nat", "-D", "OUTPUT", *old_output)
+            self._ensure_chain(family, "raw", RAW_PREROUTING)
+            self._ensure_jump(family, "raw", "PREROUTING", "-j", RAW_PREROUTING)
 
     def _ensure_rules(self, family: int, rules: Sequence[TableRule]) -> None:
         for table, chain, rule in rules:
@@ -246,7 +266,7 @@ class IptablesFirewall:
         """(table, rule words, comment) of every commented rule in our chains."""
         chains = [("filter", c) for c in _FILTER_CHAINS]
         if family == 4:
-            chains += [("nat", POSTROUTING), ("nat", DNAT)]
+            chains += [("nat", POSTROUTING), ("nat", DNAT), ("raw", RAW_PREROUTING)]
         found = []
         for table, chain in chains:
             listing = self._run(family, table, "-S", chain, check=False)

@@ -159,7 +159,21 @@ class NetlinkLinks:
                 except NetlinkError as e:
                     if e.code != errno.EEXIST:
                         raise
+            if any(a.version == 4 for a in addresses):
+                _allow_loopback_source(name)
             ipr.link("set", index=index, state="up")
+
+
+def _allow_loopback_source(name: str) -> None:
+    """route_localnet: packets the host sends from 127.0.0.1 to a published port, DNATed to a
+    container, may leave through this port (the firewall masquerades them and drops packets
+    for 127.0.0.0/8 coming in from the containers). Best effort: without it only
+    `localhost:PORT` does not reach published ports."""
+    path = Path("/proc/sys/net/ipv4/conf") / name / "route_localnet"
+    try:
+        path.write_text("1\n")
+    except OSError as e:
+        LOG.warning("published ports will not answer on localhost via %s: %s", name, e)
 
 
 def _disable_ipv6(name: str) -> None:

@@ -281,8 +281,9 @@ class Driver:
     def _plumb_network(self, net: Network) -> None:
         """Addresses and rules of a network whose OVS part exists (idempotent)."""
         if net.host_gateway:
-            self._links.configure_bridge_port(net.gateway_port, net.gateways)
+            # Rules first: they drop what the port's route_localnet would let in.
             self._firewall.add_network(net)
+            self._links.configure_bridge_port(net.gateway_port, net.gateways)
         if net.uplink:
             self._links.set_up(net.uplink)
 
