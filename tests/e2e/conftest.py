@@ -29,6 +29,7 @@ import pytest
 from .support import (
     DRIVER_NAME,
     IMAGE_TAG,
+    RETRIED_EXCHANGES,
     DockerEnv,
     HostSnapshot,
     OutsideHost,
@@ -160,7 +161,12 @@ def pytest_runtest_makereport(
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
-    """After a failed e2e run, say where the plugin logs are and show the last lines."""
+    """After a failed e2e run, say where the plugin logs are and show the last lines; after
+    any run, list the TCP exchanges that needed a second attempt (a flaky data path shows)."""
+    if RETRIED_EXCHANGES:
+        terminalreporter.section("e2e TCP exchanges that needed a second attempt")
+        for line in RETRIED_EXCHANGES:
+            terminalreporter.write_line(line)
     logs = config.stash.get(PLUGIN_LOGS_KEY, None)
     failed = terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")
     if logs is None or not failed:

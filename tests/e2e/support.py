@@ -482,6 +482,9 @@ def assert_snapshot_restored(before: HostSnapshot, *, timeout: float = 5.0) -> N
         ) from None
 
 
+#: TCP exchanges whose first attempt lost the payload (shown after the run, passed or not).
+RETRIED_EXCHANGES: list[str] = []
+
 # --------------------------------------------------------------------------- the plugin
 
 
@@ -953,6 +956,7 @@ class DockerEnv:
             except AssertionError as exc:
                 failures.append(f"{exc}\n{self._tcp_diagnostics(server, client, port)}")
                 print(f"tcp_send attempt failed:\n{failures[-1]}", file=sys.stderr)
+                RETRIED_EXCHANGES.append(f"{client.name} -> {target}:{port}: {exc}")
         raise AssertionError("\n---\n".join(failures))
 
     def _tcp_send_once(self, server: Container, client: Container, target: str, port: int) -> str:
