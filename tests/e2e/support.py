@@ -819,7 +819,11 @@ class DockerEnv:
 
     def remove_network(self, net: Network | str) -> None:
         name = net.name if isinstance(net, Network) else net
-        docker("network", "rm", name, timeout=60)
+        proc = _remove_network(name)
+        if proc.returncode != 0:
+            raise CommandError(
+                [docker_bin(), "network", "rm", name], proc.returncode, proc.stdout, proc.stderr
+            )
         if name in self._networks:
             self._networks.remove(name)
 
@@ -1029,7 +1033,7 @@ class DockerEnv:
                 errors.append(f"docker rm -f {name}: {proc.stderr.strip()}")
         self._containers.clear()
         for name in reversed(self._networks):
-            proc = docker("network", "rm", name, check=False, timeout=90)
+            proc = _remove_network(name)
             if proc.returncode != 0 and not _already_gone(proc.stderr):
                 errors.append(f"docker network rm {name}: {proc.stderr.strip()}")
         self._networks.clear()
@@ -1038,6 +1042,19 @@ class DockerEnv:
     def remove_all(self) -> None:
         errors = self.cleanup()
         assert not errors, "cleanup failed:\n" + "\n".join(errors)
+
+
+def _remove_network(name: str) -> subprocess.CompletedProcess[str]:
+    """`docker network rm`, tried again for a while when dockerd still counts endpoints: it
+    lowers its count only after the driver's DeleteEndpoint has answered, and after many
+    parallel container removals `docker rm` can return before the count is down (the
+    driver has then already received every DeleteEndpoint)."""
+    deadline = time.monotonic() + 15
+    while True:
+        proc = docker("network", "rm", name, check=False, timeout=90)
+        if "has active endpoints" not in proc.stderr or time.monotonic() > deadline:
+            return proc
+        time.sleep(0.5)
 
 
 def _already_gone(stderr: str) -> bool:
