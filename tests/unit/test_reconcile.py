@@ -111,6 +111,16 @@ def test_missing_address_rules_and_flows_are_put_back_at_once(world: World) -> N
     assert world.reconciler.findings() == []
 
 
+def test_flows_of_an_endpoint_without_its_veth_are_not_reinstalled(world: World) -> None:
+    """After a reboot the veth is gone until Docker replugs or forgets the endpoint: there is no
+    OpenFlow port to guard, and trying would only fail on every pass."""
+    world.network_with(EP, EP2)
+    world.flows.endpoints.clear()
+    ep = next(e for e in world.driver.endpoints() if e.endpoint_id == EP)
+    del world.links.links[ep.host_if]
+    assert [f.key for f in world.reconciler.findings()] == [f"flows:{EP2}"]
+
+
 def test_restore_plumbing_never_removes(world: World) -> None:
     world.network_with(EP)
     world.docker.networks.clear()

@@ -202,6 +202,11 @@ class Reconciler:
             wanted = {ep.cookie: ep for ep in endpoints if ep.network_id == nid}
             for cookie, ep in wanted.items():
                 if cookie not in installed:
+                    if not self._links.exists(ep.host_if):
+                        # No veth (its container stopped, or the host rebooted): no port to
+                        # guard and no OpenFlow port number; the endpoint is collected once
+                        # Docker no longer has it, or gets its flows when it is plumbed again.
+                        continue
                     out.append(
                         Finding(
                             f"flows:{ep.endpoint_id}",
