@@ -186,8 +186,13 @@ class IptablesFirewall:
         if self._run(family, table, "-S", chain, check=False).returncode != 0:
             self._run(family, table, "-N", chain)
 
-    def _ensure_jump(self, family: int, table: str, chain: str, *rule: str) -> None:
+    def _ensure_jump(
+        self, family: int, table: str, chain: str, *rule: str, replaces: Sequence[str] = ()
+    ) -> None:
         if not self._exists(family, table, chain, rule):
+            # An earlier version's form of this jump goes when this one comes.
+            while replaces and self._exists(family, table, chain, replaces):
+                self._run(family, table, "-D", chain, *replaces)
             self._run(family, table, "-I", chain, "1", *rule)
 
     def setup(self, family: int = 4) -> None:
@@ -207,11 +212,16 @@ class IptablesFirewall:
             self._ensure_jump(family, "nat", "POSTROUTING", "-j", POSTROUTING)
             local = ("-m", "addrtype", "--dst-type", "LOCAL")
             self._ensure_jump(family, "nat", "PREROUTING", *local, "-j", DNAT)
-            self._ensure_jump(family, "nat", "OUTPUT", *local, "-j", DNAT)
             # Earlier versions left loopback out of the OUTPUT jump.
-            old_output = ("!", "-d", LOOPBACK, *local, "-j", DNAT)
-            while self._exists(family, "nat", "OUTPUT", old_output):
-                self._run(family, "nat", "-D", "OUTPUT", *old_output)
+            self._ensure_jump(
+                family,
+                "nat",
+                "OUTPUT",
+                *local,
+                "-j",
+                DNAT,
+                replaces=("!", "-d", LOOPBACK, *local, "-j", DNAT),
+            )
             self._ensure_chain(family, "raw", RAW_PREROUTING)
             self._ensure_jump(family, "raw", "PREROUTING", "-j", RAW_PREROUTING)
 
