@@ -141,6 +141,14 @@ class Driver:
             with self._locks.hold("bridge:" + bridge):
                 yield
 
+    def _others_on_bridge(self, net: Network) -> list[Network]:
+        """The other networks on `net`'s bridge (VLAN networks share one); hold the cache lock."""
+        return [
+            n
+            for n in self._networks.values()
+            if n.bridge == net.bridge and n.network_id != net.network_id
+        ]
+
     def repair_network(self, network_id: str) -> None:
         """Put back the network's bridge and ports if someone deleted them, then its addresses
         and rules (which ovs-vswitchd loses when it restarts)."""
@@ -151,11 +159,7 @@ class Driver:
         with self._hold(network_id, known.bridge):
             with self._cache_lock:
                 net = self._networks.get(network_id)
-                peers = [
-                    n
-                    for n in self._networks.values()
-                    if n.bridge == known.bridge and n.network_id != network_id
-                ]
+                peers = self._others_on_bridge(known)
                 endpoints = [e for e in self._endpoints.values() if e.network_id == network_id]
             if net is None:
                 return
@@ -299,11 +303,7 @@ class Driver:
             with self._cache_lock:
                 net = self._networks.get(network_id)
                 leftovers = [e for e in self._endpoints.values() if e.network_id == network_id]
-                peers = [
-                    n
-                    for n in self._networks.values()
-                    if n.bridge == known.bridge and n.network_id != network_id
-                ]
+                peers = self._others_on_bridge(known)
             if net is None:
                 return
             for ep in leftovers:  # Docker normally deletes endpoints first
