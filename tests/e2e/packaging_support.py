@@ -254,7 +254,13 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def compose(project: str, env: Mapping[str, str], *args: str, timeout: float = 300) -> str:
+def compose(
+    project: str,
+    env: Mapping[str, str],
+    *args: str,
+    timeout: float = 300,
+    check: bool = True,
+) -> str:
     proc = run(
         [
             "env",
@@ -267,28 +273,13 @@ def compose(project: str, env: Mapping[str, str], *args: str, timeout: float = 3
             *args,
         ],
         timeout=timeout,
+        check=check,
     )
     return proc.stdout + proc.stderr
 
 
 def compose_down(project: str, env: Mapping[str, str]) -> None:
-    run(
-        [
-            "env",
-            *(f"{k}={v}" for k, v in env.items()),
-            "docker-compose",
-            "--project-name",
-            project,
-            "--file",
-            str(PACKAGING / "docker-compose.yml"),
-            "down",
-            "--volumes",
-            "--timeout",
-            "20",
-        ],
-        check=False,
-        timeout=180,
-    )
+    compose(project, env, "down", "--volumes", "--timeout", "20", timeout=180, check=False)
 
 
 def compose_containers(project: str) -> list[str]:

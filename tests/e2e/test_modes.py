@@ -551,11 +551,7 @@ def test_host_binding_publishes_on_that_address_only(
     web = dk.run_container(net, extra=("-p", "18090:80"))
     _http_like_server(dk, web, 80, "hello-bound")
     ns = ["ip", "netns", "exec", outside_host.netns]
-    wait_until(
-        lambda: "hello-bound" in _fetch(ns, outside_host.host_ip, 18090),
-        timeout=10,
-        what="the port published on the host binding address",
-    )
+    _wait_for_text(ns, outside_host.host_ip, 18090, "hello-bound")
     assert "hello-bound" not in _fetch([], net.gateway, 18090)  # not on other host addresses
     dk.remove_all()
     assert_snapshot_restored(snapshot_before)
