@@ -949,10 +949,12 @@ class DockerEnv:
         """Send a unique payload over TCP from ``client`` to a busybox nc listener in
         ``server`` (reached as ``target``: IP or name) and check it arrives.
 
-        One more attempt with a fresh listener if the first payload is lost: under CI load a
-        busybox nc pair has been seen to connect and still lose the payload. The failed
-        attempt's diagnostics go to stderr, so a real data-path fault still fails (twice)
-        with the evidence."""
+        The listener's stdin stays open (`sleep |`): busybox nc shuts down its sending half
+        as soon as its stdin ends, and a client whose `echo` had not yet filled its stdin read
+        that FIN first and quit without sending, exit status 0 (seen twice under CI load).
+        If a payload is still lost, one more attempt with a fresh listener; the failed
+        attempt's diagnostics go to stderr and to the run's summary, so a real data-path
+        fault still fails (twice) with the evidence."""
         failures: list[str] = []
         for _ in range(2):
             try:
@@ -960,14 +962,14 @@ class DockerEnv:
             except AssertionError as exc:
                 failures.append(f"{exc}\n{self._tcp_diagnostics(server, client, port)}")
                 print(f"tcp_send attempt failed:\n{failures[-1]}", file=sys.stderr)
-                RETRIED_EXCHANGES.append(f"{client.name} -> {target}:{port}: {exc}")
+                RETRIED_EXCHANGES.append(f"{client.name} -> {target}:{port}: {failures[-1]}")
         raise AssertionError("\n---\n".join(failures))
 
     def _tcp_send_once(self, server: Container, client: Container, target: str, port: int) -> str:
         payload = f"ovs-e2e-{uuid.uuid4().hex[:12]}"
         recv = f"/tmp/tcp-{port}.recv"
         self.exec(server, "rm", "-f", recv)
-        self.exec_detached(server, "sh", "-c", f"nc -l -p {port} > {recv}")
+        self.exec_detached(server, "sh", "-c", f"sleep 60 | nc -l -p {port} > {recv}")
         try:
             wait_until(
                 lambda: f":{port} " in self.exec(server, "netstat", "-ltn").stdout,
