@@ -1046,17 +1046,27 @@ class DockerEnv:
         assert not errors, "cleanup failed:\n" + "\n".join(errors)
 
 
-def _remove_network(name: str) -> subprocess.CompletedProcess[str]:
+def _remove_network(name: str, patience: float = 60.0) -> subprocess.CompletedProcess[str]:
     """`docker network rm`, tried again for a while when dockerd still counts endpoints: it
     lowers its count only after the driver's DeleteEndpoint has answered, and after many
-    parallel container removals `docker rm` can return before the count is down (the
-    driver has then already received every DeleteEndpoint)."""
-    deadline = time.monotonic() + 15
+    parallel container removals on a loaded machine `docker rm` can return well before the
+    count is down (the driver may not even have been asked yet). If it never goes down, the
+    error says what Docker and OVS still hold, so a leak shows as one."""
+    started = time.monotonic()
     while True:
         proc = docker("network", "rm", name, check=False, timeout=90)
-        if "has active endpoints" not in proc.stderr or time.monotonic() > deadline:
+        if "has active endpoints" not in proc.stderr:
             return proc
+        if time.monotonic() - started > patience:
+            break
         time.sleep(0.5)
+    held = docker("network", "inspect", "-f", "{{json .Containers}}", name, check=False)
+    ports = ovs_vsctl("show", check=False).stdout
+    proc.stderr += (
+        f"\n  (still refused after {time.monotonic() - started:.0f} s; docker network inspect: "
+        f"{held.stdout.strip() or held.stderr.strip()}; ovs-vsctl show:\n{ports})"
+    )
+    return proc
 
 
 def _already_gone(stderr: str) -> bool:

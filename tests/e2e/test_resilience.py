@@ -451,6 +451,15 @@ def test_fifty_containers_in_parallel_three_rounds(
             timeout=30,
             what="every port of the round to be deleted",
         )
+        # Docker forgets its endpoints in its own time after `docker rm` returned; the
+        # next round (and `docker network rm`) wait for that, as a user's script would.
+        wait_until(
+            lambda: (
+                docker("network", "inspect", "-f", "{{len .Containers}}", net.name).stdout == "0\n"
+            ),
+            timeout=60,
+            what="Docker to list no container on the network",
+        )
     dk.remove_all()
     assert_snapshot_restored(snapshot_before)
 
