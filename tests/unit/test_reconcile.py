@@ -8,6 +8,7 @@ from ipaddress import IPv4Interface
 import pytest
 
 from docker_ovs_plugin.service.driver import Driver
+from docker_ovs_plugin.service.errors import BackendError
 from docker_ovs_plugin.service.model import Subnet
 from docker_ovs_plugin.service.reconcile import Reconciler
 
@@ -119,6 +120,42 @@ def test_flows_of_an_endpoint_without_its_veth_are_not_reinstalled(world: World)
     ep = next(e for e in world.driver.endpoints() if e.endpoint_id == EP)
     del world.links.links[ep.host_if]
     assert [f.key for f in world.reconciler.findings()] == [f"flows:{EP2}"]
+
+
+def test_a_backend_refusal_is_one_warning_and_is_tried_again(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While ovs-vswitchd brings a bridge back, flows cannot go in yet: a warning without a
+    traceback, and the next pass repairs it."""
+    world.network_with(EP)
+    world.flows.endpoints.clear()
+    real_install = world.flows.install_endpoint
+
+    def refuse(*args: object) -> None:
+        raise BackendError("ovs-vswitchd refused flows: no such bridge")
+
+    monkeypatch.setattr(world.flows, "install_endpoint", refuse)
+    assert world.reconciler.run_once() == []
+    (record,) = [r for r in caplog.records if "could not repair" in r.getMessage()]
+    assert record.levelname == "WARNING" and record.exc_info is None
+    assert "no such bridge" in record.getMessage()
+    monkeypatch.setattr(world.flows, "install_endpoint", real_install)
+    assert [f.key for f in world.reconciler.run_once()] == [f"flows:{EP}"]
+
+
+def test_an_unexpected_repair_failure_keeps_its_traceback(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.network_with(EP)
+    world.flows.endpoints.clear()
+
+    def broken(*args: object) -> None:
+        raise KeyError("bug")
+
+    monkeypatch.setattr(world.flows, "install_endpoint", broken)
+    assert world.reconciler.run_once() == []
+    (record,) = [r for r in caplog.records if "could not repair" in r.getMessage()]
+    assert record.levelname == "ERROR" and record.exc_info is not None
 
 
 def test_restore_plumbing_never_removes(world: World) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from docker_ovs_plugin.service.driver import Driver
+from docker_ovs_plugin.service.errors import BackendError
 from docker_ovs_plugin.service.model import network_cookie
 from docker_ovs_plugin.service.naming import CONTAINER_VETH_PREFIX, HOST_VETH_PREFIX
 from docker_ovs_plugin.service.ports import DockerView, Firewall, Flows, Links, Switch
@@ -259,6 +260,11 @@ class Reconciler:
                 continue
             try:
                 f.repair()
+            except (BackendError, OSError) as e:
+                # OVS or the kernel said no (typically while ovs-vswitchd is still bringing a
+                # bridge back): expected, and the next pass tries again, so no traceback.
+                LOG.warning("reconcile: could not repair yet: %s: %s", f.message, e)
+                continue
             except Exception:
                 LOG.exception("reconcile: could not repair: %s", f.message)
                 continue
@@ -294,6 +300,8 @@ class Reconciler:
                         self.run_once(grace=grace)
                         next_full = time.monotonic() + delay
                         delay = interval
+                except (BackendError, OSError) as e:
+                    LOG.warning("reconcile pass stopped, tried again shortly: %s", e)
                 except Exception:
                     LOG.exception("reconcile pass failed")
                 self._stop.wait(poll)
