@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from .support import (
+    DOCKER_WORKAROUNDS,
     DRIVER_NAME,
     IMAGE_TAG,
     RETRIED_EXCHANGES,
@@ -162,10 +163,15 @@ def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
     """After a failed e2e run, say where the plugin logs are and show the last lines; after
-    any run, list the TCP exchanges that needed a second attempt (a flaky data path shows)."""
+    any run, list the TCP exchanges that needed a second attempt (a flaky data path shows)
+    and the faults of Docker a test worked around."""
     if RETRIED_EXCHANGES:
         terminalreporter.section("e2e TCP exchanges that needed a second attempt")
         for line in RETRIED_EXCHANGES:
+            terminalreporter.write_line(line)
+    if DOCKER_WORKAROUNDS:
+        terminalreporter.section("e2e: faults of Docker itself that tests worked around")
+        for line in DOCKER_WORKAROUNDS:
             terminalreporter.write_line(line)
     logs = config.stash.get(PLUGIN_LOGS_KEY, None)
     failed = terminalreporter.stats.get("failed") or terminalreporter.stats.get("error")

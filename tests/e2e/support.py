@@ -484,6 +484,8 @@ def assert_snapshot_restored(before: HostSnapshot, *, timeout: float = 5.0) -> N
 
 #: TCP exchanges whose first attempt lost the payload (shown after the run, passed or not).
 RETRIED_EXCHANGES: list[str] = []
+#: Faults of Docker itself a test worked around, and how (shown after the run).
+DOCKER_WORKAROUNDS: list[str] = []
 
 # --------------------------------------------------------------------------- the plugin
 
@@ -1046,12 +1048,11 @@ class DockerEnv:
         assert not errors, "cleanup failed:\n" + "\n".join(errors)
 
 
-def _remove_network(name: str, patience: float = 60.0) -> subprocess.CompletedProcess[str]:
+def _remove_network(name: str, patience: float = 20.0) -> subprocess.CompletedProcess[str]:
     """`docker network rm`, tried again for a while when dockerd still counts endpoints: it
     lowers its count only after the driver's DeleteEndpoint has answered, and after many
-    parallel container removals on a loaded machine `docker rm` can return well before the
-    count is down (the driver may not even have been asked yet). If it never goes down, the
-    error says what Docker and OVS still hold, so a leak shows as one."""
+    parallel container removals `docker rm` can return before the count is down. If it never
+    goes down, the error says what Docker and OVS still hold."""
     started = time.monotonic()
     while True:
         proc = docker("network", "rm", name, check=False, timeout=90)
@@ -1061,12 +1062,23 @@ def _remove_network(name: str, patience: float = 60.0) -> subprocess.CompletedPr
             break
         time.sleep(0.5)
     held = docker("network", "inspect", "-f", "{{json .Containers}}", name, check=False)
-    ports = ovs_vsctl("show", check=False).stdout
     proc.stderr += (
-        f"\n  (still refused after {time.monotonic() - started:.0f} s; docker network inspect: "
-        f"{held.stdout.strip() or held.stderr.strip()}; ovs-vsctl show:\n{ports})"
+        f"\n  (still refused after {time.monotonic() - started:.0f} s; containers Docker lists "
+        f"on it: {held.stdout.strip() or held.stderr.strip()}; ovs-vsctl show:\n"
+        f"{ovs_vsctl('show', check=False).stdout})"
     )
     return proc
+
+
+def network_rm_refused_for_good(net: Network) -> bool:
+    """True when `docker network rm` still says "has active endpoints" after a while although
+    Docker lists no container on the network; False once the network is gone."""
+    proc = _remove_network(net.name)
+    if proc.returncode == 0 or _already_gone(proc.stderr):
+        return False
+    listed = docker("network", "inspect", "-f", "{{len .Containers}}", net.name).stdout.strip()
+    assert "has active endpoints" in proc.stderr and listed == "0", proc.stderr
+    return True
 
 
 def _already_gone(stderr: str) -> bool:

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .support import (
+    DOCKER_WORKAROUNDS,
     DRIVER_NAME,
     NAME_PREFIX,
     OWNER,
@@ -35,6 +36,7 @@ from .support import (
     docker,
     link_exists,
     link_ipv4_cidrs,
+    network_rm_refused_for_good,
     ovs_bridge_exists,
     ovs_vsctl,
     plugin_call,
@@ -428,7 +430,7 @@ def test_simulated_host_reboot(
 
 
 def test_fifty_containers_in_parallel_three_rounds(
-    plugin: Plugin, dk: DockerEnv, snapshot_before: HostSnapshot
+    plugin: Plugin, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.251.0.0/24", gateway="10.251.0.1")
     for round_no in range(3):
@@ -460,8 +462,31 @@ def test_fifty_containers_in_parallel_three_rounds(
             timeout=60,
             what="Docker to list no container on the network",
         )
+    if network_rm_refused_for_good(net):
+        _restart_dockerd_to_fix_its_endpoint_count(dockerd, net)
     dk.remove_all()
     assert_snapshot_restored(snapshot_before)
+
+
+def _restart_dockerd_to_fix_its_endpoint_count(dockerd: Dockerd, net: Network) -> None:
+    """dockerd 20.10 can lose a decrement of a network's endpoint count when many endpoints
+    of it are deleted at once (moby/moby#42119): `network rm` then refuses for good although
+    nothing is attached. Here every DeleteEndpoint was answered, Docker lists no container
+    and OVS no port; dockerd corrects the count when it starts, and says so in its log. Seen
+    in 3 of about 15 full runs of this suite, always in this test. Restart it, as a user
+    would, and check that this is what it fixed."""
+    log_size = dockerd.log.stat().st_size if dockerd.log.exists() else 0
+    dockerd.stop()
+    dockerd.start()
+    fixed = f"Fixing inconsistent endpoint_cnt for network {net.name}."
+    if not dockerd.systemd:  # with systemd the line is in the journal
+        with dockerd.log.open("rb") as log:
+            log.seek(log_size)
+            assert fixed.encode() in log.read(), f"dockerd's log after its restart lacks {fixed!r}"
+    DOCKER_WORKAROUNDS.append(
+        f"{net.name}: `docker network rm` refused (has active endpoints) with nothing attached; "
+        f"restarted dockerd, which logged {fixed!r}"
+    )
 
 
 # -- bad input --------------------------------------------------------------------------------
