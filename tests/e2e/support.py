@@ -1049,10 +1049,10 @@ class DockerEnv:
 
 
 def _remove_network(name: str, patience: float = 20.0) -> subprocess.CompletedProcess[str]:
-    """`docker network rm`, tried again for a while when dockerd still counts endpoints: it
-    lowers its count only after the driver's DeleteEndpoint has answered, and after many
-    parallel container removals `docker rm` can return before the count is down. If it never
-    goes down, the error says what Docker and OVS still hold."""
+    """`docker network rm`, tried again for a while on "has active endpoints" (dockerd lowers
+    its count of the network's endpoints only after the driver's DeleteEndpoint answered, and
+    can even lose a decrement: see the load test). If the count never goes down, the error
+    says what Docker and OVS still hold."""
     started = time.monotonic()
     while True:
         proc = docker("network", "rm", name, check=False, timeout=90)
