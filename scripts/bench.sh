@@ -6,21 +6,12 @@
 #   scripts/bench.sh --only lifecycle,burst  # some items   (--help lists them and the flags)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-"$repo/scripts/setup.sh"
+# iperf3 for the data path item (run from the host inside each namespace); busybox-static, for
+# the image, is in setup.sh's list. ethtool is not needed: the suite turns TX checksum offload
+# off through pyroute2.
+"$repo/scripts/setup.sh" iperf3
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-
-# iperf3 for the data path item (run from the host inside each namespace), busybox-static for
-# the image. ethtool is not needed: the suite turns TX checksum offload off through pyroute2.
-missing=()
-for p in iperf3 busybox-static; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 
 venv="$repo/.venv"
 stamp="$venv/.bench-installed-$(sha256sum "$repo/pyproject.toml" | cut -c1-16)"

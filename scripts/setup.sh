@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what is missing on a Debian 12 host (as root), create the virtualenv, and make sure
 # Open vSwitch and Docker are running. Safe to run again: it only does what is not done yet.
+# Arguments: more Debian packages a caller needs (scripts/bench.sh: iperf3).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$repo/.venv"
 packages=(openvswitch-switch python3-openvswitch docker.io busybox-static iptables iproute2 tcpdump
     python3-venv python3-pip
-    debootstrap docker-compose)  # the last two: packaging tests (local base image, compose)
+    debootstrap docker-compose  # these two: packaging tests (local base image, compose)
+    "$@")
 # python3-openvswitch: its C JSON parser (ovs/_json*.so), which the plugin loads for OVSDB
 # because PyPI's `ovs` wheel has none; without it the plugin works, only starts slower.
 
