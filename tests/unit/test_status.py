@@ -6,8 +6,7 @@ import json
 from collections.abc import Iterable
 from ipaddress import IPv4Interface, ip_interface, ip_network
 
-from docker_ovs_plugin.service.model import Endpoint, Network, Subnet
-from docker_ovs_plugin.service.options import Mode
+from docker_ovs_plugin.service.model import Endpoint, Mode, Network, Subnet
 from docker_ovs_plugin.status import (
     Attachment,
     DockerNetwork,

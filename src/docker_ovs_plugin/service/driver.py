@@ -17,16 +17,10 @@ from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
+from docker_ovs_plugin.contract import DEFAULT_DRIVER, default_bridge_name
 from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, NotFound
 from docker_ovs_plugin.service.locks import KeyedLocks
-from docker_ovs_plugin.service.model import (
-    DEFAULT_DRIVER,
-    Endpoint,
-    Network,
-    PortMapping,
-    Subnet,
-)
-from docker_ovs_plugin.service.naming import default_bridge_name
+from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping, Subnet
 from docker_ovs_plugin.service.options import parse_network_options
 from docker_ovs_plugin.service.ports import Firewall, Flows, Links, Switch
 from docker_ovs_plugin.service.reaper import Reaper

@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from ipaddress import IPv4Address
 from typing import Any
 
+from docker_ovs_plugin.contract import DEFAULT_IFACE_PREFIX, IFNAMSIZ
 from docker_ovs_plugin.service.errors import InvalidRequest
-from docker_ovs_plugin.service.naming import IFNAMSIZ
-
-
-class Mode(StrEnum):
-    NAT = "nat"  # gateway on the host, masquerade to the outside
-    ROUTED = "routed"  # gateway on the host, no masquerade: the subnet is routed
-    FLAT = "flat"  # no host address: containers sit on the uplink's L2, the router is outside
-
+from docker_ovs_plugin.service.model import Mode
 
 OUR_PREFIX = "ovs."
 MODE = "ovs.mode"
@@ -43,7 +36,6 @@ KNOWN_OPTIONS = frozenset({MODE, BRIDGE_NAME, UPLINK, UPLINK_ALIAS, VLAN, MTU, I
 DEFAULT_MTU = 1500
 MIN_MTU = 1280  # IPv6's minimum; below it dual-stack networks break
 MAX_MTU = 9000
-DEFAULT_IFACE_PREFIX = "eth"
 
 # Safe for OVS and the kernel, and for iptables arguments: no spaces, slashes or shell-ish bytes.
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
