@@ -95,10 +95,6 @@ def _bool(key: str, value: str) -> bool:
     raise InvalidRequest(f"option {key}={value!r} must be true or false")
 
 
-def _flag(raw: dict[str, str], key: str, default: bool = True) -> bool:
-    return _bool(key, raw[key]) if key in raw else default
-
-
 def _first(raw: dict[str, str], *keys: str) -> tuple[str, str] | None:
     """The value of the last key given (ours are listed last, so they win over Docker's)."""
     found = [(k, raw[k]) for k in keys if k in raw]
