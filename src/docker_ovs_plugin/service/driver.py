@@ -128,11 +128,11 @@ class Driver:
     @contextmanager
     def _hold(self, network_id: str, bridge: str | None = None) -> Iterator[None]:
         # Always network, then bridge: one order, no deadlock.
-        with self._locks.hold(network_id):
+        with self._locks.hold(network_id, f"network {network_id[:12]}"):
             if bridge is None:
                 yield
                 return
-            with self._locks.hold("bridge:" + bridge):
+            with self._locks.hold("bridge:" + bridge, f"bridge {bridge}"):
                 yield
 
     def _others_on_bridge(self, net: Network) -> list[Network]:
@@ -157,7 +157,7 @@ class Driver:
                 endpoints = [e for e in self._endpoints.values() if e.network_id == network_id]
             if net is None:
                 return
-            if not self.bridge_records(net):
+            if not self.has_bridge_record(net):
                 LOG.warning(
                     "bridge %s of network %s vanished; recreating it", net.bridge, network_id[:12]
                 )
@@ -167,7 +167,7 @@ class Driver:
                         self._switch.add_port(net, ep)
             self._plumb_network(net)
 
-    def bridge_records(self, net: Network) -> bool:
+    def has_bridge_record(self, net: Network) -> bool:
         """Whether OVSDB still has the network's bridge and its record on it."""
         state = self._switch.bridge_state(net.bridge)
         return state is not None and any(n.network_id == net.network_id for n in state.networks)

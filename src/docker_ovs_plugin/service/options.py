@@ -95,7 +95,7 @@ def _bool(key: str, value: str) -> bool:
     raise InvalidRequest(f"option {key}={value!r} must be true or false")
 
 
-def _first(raw: dict[str, str], *keys: str) -> tuple[str, str] | None:
+def _last_given(raw: dict[str, str], *keys: str) -> tuple[str, str] | None:
     """The value of the last key given (ours are listed last, so they win over Docker's)."""
     found = [(k, raw[k]) for k in keys if k in raw]
     return found[-1] if found else None
@@ -123,13 +123,13 @@ def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict
     bridge = raw.get(BRIDGE_NAME)
     if bridge is not None:
         validate_ifname(bridge, f"option {BRIDGE_NAME}:")
-    uplink_opt = _first(raw, UPLINK_ALIAS, UPLINK)
+    uplink_opt = _last_given(raw, UPLINK_ALIAS, UPLINK)
     uplink = validate_ifname(uplink_opt[1], f"option {uplink_opt[0]}:") if uplink_opt else None
 
     vlan = _int(VLAN, raw[VLAN], 1, 4094) if VLAN in raw else None
-    mtu_opt = _first(raw, DOCKER_MTU, MTU)
+    mtu_opt = _last_given(raw, DOCKER_MTU, MTU)
     mtu = _int(mtu_opt[0], mtu_opt[1], MIN_MTU, MAX_MTU) if mtu_opt else DEFAULT_MTU
-    icc_opt = _first(raw, DOCKER_ICC, ICC)
+    icc_opt = _last_given(raw, DOCKER_ICC, ICC)
     icc = _bool(*icc_opt) if icc_opt else True
     masquerade = (
         _bool(DOCKER_MASQUERADE, raw[DOCKER_MASQUERADE]) if DOCKER_MASQUERADE in raw else True

@@ -170,7 +170,7 @@ class Reconciler:
         for net in driver.networks():
             nid = net.network_id
             repair = partial(driver.repair_network, nid)
-            if not driver.bridge_records(net):
+            if not driver.has_bridge_record(net):
                 out.append(
                     Finding(
                         f"bridge-missing:{nid}",
