@@ -31,7 +31,6 @@ class Core:
 
     driver: Driver
     reconciler: Reconciler
-    firewall: IptablesFirewall
     ovsdb_api: Any
 
     def close(self) -> None:
@@ -45,10 +44,6 @@ class App:
     core: Core
     server: PluginServer
     metrics: MetricsServer | None = None
-
-    @property
-    def driver(self) -> Driver:
-        return self.core.driver
 
     def close(self) -> None:
         self.server.server_close()
@@ -77,7 +72,7 @@ def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
     reconciler = Reconciler(
         driver, switch=switch, links=links, firewall=firewall, flows=flows, docker=docker
     )
-    return Core(driver=driver, reconciler=reconciler, firewall=firewall, ovsdb_api=api)
+    return Core(driver=driver, reconciler=reconciler, ovsdb_api=api)
 
 
 def build(settings: Settings) -> App:

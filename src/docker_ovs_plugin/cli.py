@@ -218,7 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         socket=args.socket,
         ovsdb=args.ovsdb,
         datapath_type=args.datapath_type,
-        log_level=args.log_level,
         ovsdb_timeout=args.ovsdb_timeout,
         ovs_rundir=args.ovs_rundir,
         docker_url=args.docker_url,

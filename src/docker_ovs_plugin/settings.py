@@ -16,7 +16,6 @@ class Settings:
     socket: Path | None = None
     ovsdb: str = DEFAULT_OVSDB
     datapath_type: str = "auto"
-    log_level: str = "info"
     ovsdb_timeout: float = 10.0
     # How long to wait for ovs-vswitchd to create a bridge's internal device.
     device_timeout: float = 5.0

@@ -10,36 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from docker_ovs_plugin.service.model import Endpoint, Network
+from docker_ovs_plugin.service.ports import DockerNetwork, PortInfo
 
 MISSING = "-"
-
-
-@dataclass(frozen=True)
-class PortInfo:
-    """What Open vSwitch says about one port."""
-
-    bridge: str | None
-    ofport: int | None
-    vlan: int | None
-    link_state: str | None = None
-    statistics: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Attachment:
-    container_id: str
-    container: str  # Docker's container name
-
-
-@dataclass(frozen=True)
-class DockerNetwork:
-    name: str
-    driver: str
-    attachments: Mapping[str, Attachment]  # by endpoint id
 
 
 class Records(Protocol):

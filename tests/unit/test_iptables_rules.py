@@ -2,15 +2,13 @@ from __future__ import annotations
 
 import ipaddress
 
-from docker_ovs_plugin.adapters.iptables import (
-    FORWARD,
-    ISOLATION_1,
-    ISOLATION_2,
-    POSTROUTING,
-    RAW_PREROUTING,
-    network_comment,
-    network_rules,
-)
+from docker_ovs_plugin.adapters.iptables import network_rules
+from docker_ovs_plugin.contract import CHAIN_FORWARD as FORWARD
+from docker_ovs_plugin.contract import CHAIN_ISOLATION_1 as ISOLATION_1
+from docker_ovs_plugin.contract import CHAIN_ISOLATION_2 as ISOLATION_2
+from docker_ovs_plugin.contract import CHAIN_POSTROUTING as POSTROUTING
+from docker_ovs_plugin.contract import CHAIN_RAW_PREROUTING as RAW_PREROUTING
+from docker_ovs_plugin.contract import network_comment
 from docker_ovs_plugin.service.model import Network, Subnet
 
 NID = "ab" * 32

@@ -5,7 +5,7 @@ from ipaddress import IPv4Interface, IPv6Interface
 
 import pytest
 
-from docker_ovs_plugin.service import naming
+from docker_ovs_plugin import contract
 from docker_ovs_plugin.service.model import (
     CorruptState,
     Endpoint,
@@ -21,14 +21,14 @@ EID = "0123456789abcdef" * 4
 
 def test_names_fit_ifnamsiz_and_are_deterministic() -> None:
     for name in (
-        naming.default_bridge_name(EID),
-        naming.host_veth_name(EID),
-        naming.container_veth_name(EID),
+        contract.default_bridge_name(EID),
+        contract.host_veth_name(EID),
+        contract.container_veth_name(EID),
     ):
-        assert len(name) <= naming.IFNAMSIZ
-    assert naming.host_veth_name(EID) == "ovp0123456789ab"
-    assert naming.container_veth_name(EID) == "ovc0123456789ab"
-    assert naming.default_bridge_name(EID) == "ovsbr-01234567"
+        assert len(name) <= contract.IFNAMSIZ
+    assert contract.host_veth_name(EID) == "ovp0123456789ab"
+    assert contract.container_veth_name(EID) == "ovc0123456789ab"
+    assert contract.default_bridge_name(EID) == "ovsbr-01234567"
 
 
 def test_network_round_trips_through_external_ids() -> None:

@@ -231,8 +231,8 @@ def test_removal_waits_for_the_grace_period(world: World) -> None:
 def test_recorded_endpoint_the_plugin_forgot_is_collected(world: World) -> None:
     world.network_with(EP)
     ep = world.driver.endpoints()[0]
-    with world.driver._cache_lock:  # as after a deferred deletion that failed half-way
-        world.driver._endpoints.clear()
+    # as after a deferred deletion that failed half-way
+    world.driver._store.remove_endpoint(ep.endpoint_id)
     messages = [f.message for f in world.reconciler.findings()]
     assert any("recorded in OVSDB but no longer served" in m for m in messages), messages
     world.reconciler.run_once(confirmed=True)

@@ -6,12 +6,9 @@ import json
 from collections.abc import Iterable
 from ipaddress import IPv4Interface, ip_interface, ip_network
 
-from docker_ovs_plugin.service.model import Endpoint, Network, Subnet
-from docker_ovs_plugin.service.options import Mode
+from docker_ovs_plugin.service.model import Endpoint, Mode, Network, Subnet
+from docker_ovs_plugin.service.ports import Attachment, DockerNetwork, PortInfo
 from docker_ovs_plugin.status import (
-    Attachment,
-    DockerNetwork,
-    PortInfo,
     Report,
     collect,
     render_json,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from docker_ovs_plugin.status import Attachment, DockerNetwork
+from docker_ovs_plugin.service.ports import Attachment, DockerNetwork
 
 
 class DockerApi:

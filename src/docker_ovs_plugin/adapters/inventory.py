@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from docker_ovs_plugin.status import PortInfo
+from docker_ovs_plugin.service.ports import PortInfo
 
 _COUNTERS = (
     "rx_packets",

@@ -26,22 +26,26 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from docker_ovs_plugin.contract import (
+    CHAIN_DNAT,
+    CHAIN_FORWARD,
+    CHAIN_ISOLATION_1,
+    CHAIN_ISOLATION_2,
+    CHAIN_POSTROUTING,
+    CHAIN_RAW_PREROUTING,
+    COMMENT_PREFIX,
+    comment_network,
+    endpoint_comment,
+    network_comment,
+)
 from docker_ovs_plugin.service.errors import BackendError
-from docker_ovs_plugin.service.model import Endpoint, Network
-from docker_ovs_plugin.service.options import Mode
+from docker_ovs_plugin.service.model import Endpoint, Mode, Network
 
 LOG = logging.getLogger(__name__)
 
-FORWARD = "OVS-PLUGIN-FORWARD"
-ISOLATION_1 = "OVS-PLUGIN-ISOLATION-1"
-ISOLATION_2 = "OVS-PLUGIN-ISOLATION-2"
-POSTROUTING = "OVS-PLUGIN-POSTROUTING"
-DNAT = "OVS-PLUGIN-DNAT"
-RAW_PREROUTING = "OVS-PLUGIN-PREROUTING"
 LOOPBACK = "127.0.0.0/8"
-COMMENT_PREFIX = "docker-ovs-plugin"
 
-_FILTER_CHAINS = (ISOLATION_1, ISOLATION_2, FORWARD)
+_FILTER_CHAINS = (CHAIN_ISOLATION_1, CHAIN_ISOLATION_2, CHAIN_FORWARD)
 _FORWARDING = {
     4: Path("/proc/sys/net/ipv4/ip_forward"),
     6: Path("/proc/sys/net/ipv6/conf/all/forwarding"),
@@ -49,14 +53,6 @@ _FORWARDING = {
 
 Rule = tuple[str, ...]
 TableRule = tuple[str, str, Rule]  # (table, chain, rule)
-
-
-def network_comment(network_id: str) -> str:
-    return f"{COMMENT_PREFIX}:{network_id[:12]}"
-
-
-def endpoint_comment(network_id: str, endpoint_id: str) -> str:
-    return f"{network_comment(network_id)}:{endpoint_id[:12]}"
 
 
 def _tag(comment: str) -> Rule:
@@ -69,17 +65,17 @@ def network_rules(network: Network, family: int) -> list[TableRule]:
     tag = _tag(network_comment(network.network_id))
     rules: list[TableRule] = [
         # Isolation first: traffic leaving this network for another ovs network is dropped.
-        ("filter", ISOLATION_1, ("-i", gw, "!", "-o", gw, "-j", ISOLATION_2, *tag)),
-        ("filter", ISOLATION_2, ("-o", gw, "-j", "DROP", *tag)),
-        ("filter", FORWARD, ("-i", gw, "-j", "ACCEPT", *tag)),
+        ("filter", CHAIN_ISOLATION_1, ("-i", gw, "!", "-o", gw, "-j", CHAIN_ISOLATION_2, *tag)),
+        ("filter", CHAIN_ISOLATION_2, ("-o", gw, "-j", "DROP", *tag)),
+        ("filter", CHAIN_FORWARD, ("-i", gw, "-j", "ACCEPT", *tag)),
     ]
     if network.mode is Mode.ROUTED:
-        rules.append(("filter", FORWARD, ("-o", gw, "-j", "ACCEPT", *tag)))
+        rules.append(("filter", CHAIN_FORWARD, ("-o", gw, "-j", "ACCEPT", *tag)))
     else:
         rules.append(
             (
                 "filter",
-                FORWARD,
+                CHAIN_FORWARD,
                 (
                     "-o",
                     gw,
@@ -96,14 +92,14 @@ def network_rules(network: Network, family: int) -> list[TableRule]:
     if family == 4 and network.ipv4:
         rules += [
             # Published ports reached from the host's loopback (see the module's docstring).
-            ("nat", POSTROUTING, ("-s", LOOPBACK, "-o", gw, "-j", "MASQUERADE", *tag)),
-            ("raw", RAW_PREROUTING, ("-i", gw, "-d", LOOPBACK, "-j", "DROP", *tag)),
+            ("nat", CHAIN_POSTROUTING, ("-s", LOOPBACK, "-o", gw, "-j", "MASQUERADE", *tag)),
+            ("raw", CHAIN_RAW_PREROUTING, ("-i", gw, "-d", LOOPBACK, "-j", "DROP", *tag)),
         ]
     if family == 4 and network.masquerade:
         for subnet in network.ipv4:
             pool = str(subnet.pool)
             rules.append(
-                ("nat", POSTROUTING, ("-s", pool, "!", "-o", gw, "-j", "MASQUERADE", *tag))
+                ("nat", CHAIN_POSTROUTING, ("-s", pool, "!", "-o", gw, "-j", "MASQUERADE", *tag))
             )
     return rules
 
@@ -120,7 +116,7 @@ def port_mapping_rules(network: Network, endpoint: Endpoint) -> list[TableRule]:
         rules.append(
             (
                 "nat",
-                DNAT,
+                CHAIN_DNAT,
                 (
                     "-p",
                     m.proto,
@@ -138,7 +134,7 @@ def port_mapping_rules(network: Network, endpoint: Endpoint) -> list[TableRule]:
         rules.append(
             (
                 "filter",
-                FORWARD,
+                CHAIN_FORWARD,
                 (
                     "-d",
                     f"{cip}/32",
@@ -199,19 +195,18 @@ class IptablesFirewall:
         """The shared chains and the jumps into them; rules of networks are added later."""
         for chain in _FILTER_CHAINS:
             self._ensure_chain(family, "filter", chain)
-        self._ensure_jump(family, "filter", FORWARD, "-j", ISOLATION_1)
+        self._ensure_jump(family, "filter", CHAIN_FORWARD, "-j", CHAIN_ISOLATION_1)
         # Published ports are reachable from other ovs networks too: DNATed traffic skips
         # isolation, and only the forward rule of that very port accepts it.
-        self._ensure_jump(
-            family, "filter", ISOLATION_1, "-m", "conntrack", "--ctstate", "DNAT", "-j", "RETURN"
-        )
-        self._ensure_jump(family, "filter", "FORWARD", "-j", FORWARD)
+        dnated = ("-m", "conntrack", "--ctstate", "DNAT")
+        self._ensure_jump(family, "filter", CHAIN_ISOLATION_1, *dnated, "-j", "RETURN")
+        self._ensure_jump(family, "filter", "FORWARD", "-j", CHAIN_FORWARD)
         if family == 4:
-            for chain in (POSTROUTING, DNAT):
+            for chain in (CHAIN_POSTROUTING, CHAIN_DNAT):
                 self._ensure_chain(family, "nat", chain)
-            self._ensure_jump(family, "nat", "POSTROUTING", "-j", POSTROUTING)
+            self._ensure_jump(family, "nat", "POSTROUTING", "-j", CHAIN_POSTROUTING)
             local = ("-m", "addrtype", "--dst-type", "LOCAL")
-            self._ensure_jump(family, "nat", "PREROUTING", *local, "-j", DNAT)
+            self._ensure_jump(family, "nat", "PREROUTING", *local, "-j", CHAIN_DNAT)
             # Earlier versions left loopback out of the OUTPUT jump.
             self._ensure_jump(
                 family,
@@ -219,11 +214,11 @@ class IptablesFirewall:
                 "OUTPUT",
                 *local,
                 "-j",
-                DNAT,
-                replaces=("!", "-d", LOOPBACK, *local, "-j", DNAT),
+                CHAIN_DNAT,
+                replaces=("!", "-d", LOOPBACK, *local, "-j", CHAIN_DNAT),
             )
-            self._ensure_chain(family, "raw", RAW_PREROUTING)
-            self._ensure_jump(family, "raw", "PREROUTING", "-j", RAW_PREROUTING)
+            self._ensure_chain(family, "raw", CHAIN_RAW_PREROUTING)
+            self._ensure_jump(family, "raw", "PREROUTING", "-j", CHAIN_RAW_PREROUTING)
 
     def _ensure_rules(self, family: int, rules: Sequence[TableRule]) -> None:
         for table, chain, rule in rules:
@@ -263,9 +258,9 @@ class IptablesFirewall:
         found: set[str] = set()
         for family in (4, 6):
             for _, _, comment in self._tagged_rules(family):
-                parts = comment.split(":")
-                if len(parts) >= 2 and parts[0] == COMMENT_PREFIX:
-                    found.add(parts[1])
+                short_id = comment_network(comment)
+                if short_id is not None:
+                    found.add(short_id)
         return found
 
     def remove_tagged(self, short_id: str) -> None:
@@ -276,7 +271,11 @@ class IptablesFirewall:
         """(table, rule words, comment) of every commented rule in our chains."""
         chains = [("filter", c) for c in _FILTER_CHAINS]
         if family == 4:
-            chains += [("nat", POSTROUTING), ("nat", DNAT), ("raw", RAW_PREROUTING)]
+            chains += [
+                ("nat", CHAIN_POSTROUTING),
+                ("nat", CHAIN_DNAT),
+                ("raw", CHAIN_RAW_PREROUTING),
+            ]
         found = []
         for table, chain in chains:
             listing = self._run(family, table, "-S", chain, check=False)

@@ -17,20 +17,20 @@ from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from docker_ovs_plugin.adapters import ovs_json
-from docker_ovs_plugin.service.errors import BackendError
-from docker_ovs_plugin.service.model import (
+from docker_ovs_plugin.contract import (
+    IFACE_ID_KEY,
     NETWORK_ID_KEY,
     NETWORK_KEY_PREFIX,
     OWNER,
     OWNER_KEY,
+    ROLE_GATEWAY,
     ROLE_KEY,
-    CorruptState,
-    Endpoint,
-    Network,
+    ROLE_UPLINK,
     network_key,
-    networks_on_bridge,
     owned,
 )
+from docker_ovs_plugin.service.errors import BackendError
+from docker_ovs_plugin.service.model import CorruptState, Endpoint, Network, networks_on_bridge
 from docker_ovs_plugin.service.ports import BridgeState
 
 LOG = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class OvsdbSwitch:
     def list_endpoints(self) -> list[Endpoint]:
         endpoints = []
         for row in self._find("Interface", _OWNED):
-            if "iface-id" not in row.external_ids:
+            if IFACE_ID_KEY not in row.external_ids:
                 continue  # gateway ports are ours too, but are not endpoints
             try:
                 endpoints.append(Endpoint.from_external_ids(dict(row.external_ids)))
@@ -138,7 +138,7 @@ class OvsdbSwitch:
         ids = dict(row.external_ids)
         if ids.get(OWNER_KEY) != OWNER:
             return BridgeState(owned=False)
-        uplinks = [p.name for p in row.ports if p.external_ids.get(ROLE_KEY) == UPLINK_ROLE]
+        uplinks = [p.name for p in row.ports if p.external_ids.get(ROLE_KEY) == ROLE_UPLINK]
         return BridgeState(
             owned=True,
             networks=networks_on_bridge(bridge, ids),
@@ -176,7 +176,7 @@ class OvsdbSwitch:
                 )
                 if network.vlan is not None and network.host_gateway:
                     port = network.gateway_port
-                    ids = owned({ROLE_KEY: GATEWAY_ROLE, NETWORK_ID_KEY: network.network_id})
+                    ids = owned({ROLE_KEY: ROLE_GATEWAY, NETWORK_ID_KEY: network.network_id})
                     txn.add(api.add_port(br, port, may_exist=True))
                     txn.add(api.db_set("Port", port, ("tag", network.vlan), ("external_ids", ids)))
                     txn.add(
@@ -194,7 +194,7 @@ class OvsdbSwitch:
                         txn.add(api.add_port(br, uplink, may_exist=False))
                         txn.add(
                             api.db_set(
-                                "Port", uplink, ("external_ids", owned({ROLE_KEY: UPLINK_ROLE}))
+                                "Port", uplink, ("external_ids", owned({ROLE_KEY: ROLE_UPLINK}))
                             )
                         )
                     txn.add(api.db_set("Port", uplink, ("trunks", _trunks([*peers, network]))))
@@ -303,10 +303,6 @@ class OvsdbSwitch:
         error = row.error if row is not None else ["row vanished"]
         if error:
             raise BackendError(f"Open vSwitch could not open interface {name}: {error[0]}")
-
-
-UPLINK_ROLE = "uplink"
-GATEWAY_ROLE = "gateway"
 
 
 def _trunks(networks: Sequence[Network]) -> list[int]:

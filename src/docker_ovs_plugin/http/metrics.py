@@ -23,7 +23,6 @@ from docker_ovs_plugin import __version__
 LOG = logging.getLogger(__name__)
 
 PREFIX = "docker_ovs_plugin"
-UNKNOWN_METHOD = "unknown"  # requests for paths that are no route: one label, not one per path
 # Most calls take milliseconds; CreateNetwork/CreateEndpoint wait for ovs-vswitchd (up to seconds).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -2,7 +2,7 @@
 
 Every operation is idempotent, takes the network's lock (and the bridge's, for networks that may
 share one), and undoes what it did when a later step fails, so a refused request leaves nothing
-behind. The in-memory maps are only a cache of what the Switch stores; `load()` rebuilds them.
+behind. The Store is only a cache of what the Switch records; `load()` rebuilds it.
 """
 
 from __future__ import annotations
@@ -10,26 +10,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
+from docker_ovs_plugin.contract import DEFAULT_DRIVER, default_bridge_name
 from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, NotFound
 from docker_ovs_plugin.service.locks import KeyedLocks
-from docker_ovs_plugin.service.model import (
-    DEFAULT_DRIVER,
-    Endpoint,
-    Network,
-    PortMapping,
-    Subnet,
-)
-from docker_ovs_plugin.service.naming import default_bridge_name
+from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping, Subnet
 from docker_ovs_plugin.service.options import parse_network_options
 from docker_ovs_plugin.service.ports import Firewall, Flows, Links, Switch
 from docker_ovs_plugin.service.reaper import Reaper
+from docker_ovs_plugin.service.store import Store
 
 LOG = logging.getLogger(__name__)
 
@@ -80,9 +74,7 @@ class Driver:
         self._flows = flows
         self._datapath_type = datapath_type
         self._locks = KeyedLocks(lock_timeout)
-        self._cache_lock = threading.Lock()
-        self._networks: dict[str, Network] = {}
-        self._endpoints: dict[str, Endpoint] = {}
+        self._store = Store()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -92,9 +84,7 @@ class Driver:
         networks = [n for n in self._switch.list_networks() if n.driver == self._name]
         mine = {n.network_id for n in networks}
         endpoints = [e for e in self._switch.list_endpoints() if e.network_id in mine]
-        with self._cache_lock:
-            self._networks = {n.network_id: n for n in networks}
-            self._endpoints = {e.endpoint_id: e for e in endpoints}
+        self._store.replace_all(networks, endpoints)
         return networks, endpoints
 
     # -- queries ---------------------------------------------------------------------------
@@ -108,23 +98,19 @@ class Driver:
         return self._name
 
     def networks(self) -> list[Network]:
-        with self._cache_lock:
-            return list(self._networks.values())
+        return self._store.networks()
 
     def endpoints(self) -> list[Endpoint]:
-        with self._cache_lock:
-            return list(self._endpoints.values())
+        return self._store.endpoints()
 
     def _network(self, network_id: str) -> Network:
-        with self._cache_lock:
-            net = self._networks.get(network_id)
+        net = self._store.get_network(network_id)
         if net is None:
             raise NotFound(f"network {network_id[:12]} is not an ovs network known to this plugin")
         return net
 
     def _endpoint(self, network_id: str, endpoint_id: str) -> Endpoint:
-        with self._cache_lock:
-            ep = self._endpoints.get(endpoint_id)
+        ep = self._store.get_endpoint(endpoint_id)
         if ep is None or ep.network_id != network_id:
             raise NotFound(
                 f"endpoint {endpoint_id[:12]} does not exist on network {network_id[:12]}"
@@ -134,46 +120,35 @@ class Driver:
     @contextmanager
     def _hold(self, network_id: str, bridge: str | None = None) -> Iterator[None]:
         # Always network, then bridge: one order, no deadlock.
-        with self._locks.hold(network_id):
+        with self._locks.hold(network_id, f"network {network_id[:12]}"):
             if bridge is None:
                 yield
                 return
-            with self._locks.hold("bridge:" + bridge):
+            with self._locks.hold("bridge:" + bridge, f"bridge {bridge}"):
                 yield
-
-    def _others_on_bridge(self, net: Network) -> list[Network]:
-        """The other networks on `net`'s bridge (VLAN networks share one); hold the cache lock."""
-        return [
-            n
-            for n in self._networks.values()
-            if n.bridge == net.bridge and n.network_id != net.network_id
-        ]
 
     def repair_network(self, network_id: str) -> None:
         """Put back the network's bridge and ports if someone deleted them, then its addresses
         and rules (which ovs-vswitchd loses when it restarts)."""
-        with self._cache_lock:
-            known = self._networks.get(network_id)
+        known = self._store.get_network(network_id)
         if known is None:
             return
         with self._hold(network_id, known.bridge):
-            with self._cache_lock:
-                net = self._networks.get(network_id)
-                peers = self._others_on_bridge(known)
-                endpoints = [e for e in self._endpoints.values() if e.network_id == network_id]
-            if net is None:
+            view = self._store.view(network_id, known.bridge)
+            if view is None:
                 return
-            if not self.bridge_records(net):
+            net = view.network
+            if not self.has_bridge_record(net):
                 LOG.warning(
                     "bridge %s of network %s vanished; recreating it", net.bridge, network_id[:12]
                 )
-                self._switch.add_network(net, self._datapath_type, peers)
-                for ep in endpoints:
+                self._switch.add_network(net, self._datapath_type, view.peers)
+                for ep in view.endpoints:
                     if self._links.exists(ep.host_if):
                         self._switch.add_port(net, ep)
             self._plumb_network(net)
 
-    def bridge_records(self, net: Network) -> bool:
+    def has_bridge_record(self, net: Network) -> bool:
         """Whether OVSDB still has the network's bridge and its record on it."""
         state = self._switch.bridge_state(net.bridge)
         return state is not None and any(n.network_id == net.network_id for n in state.networks)
@@ -181,9 +156,7 @@ class Driver:
     def repair_endpoint(self, network_id: str, endpoint_id: str) -> None:
         """Put back the endpoint's flows and published ports."""
         with self._hold(network_id):
-            with self._cache_lock:
-                net = self._networks.get(network_id)
-                ep = self._endpoints.get(endpoint_id)
+            net, ep = self._store.network_and_endpoint(network_id, endpoint_id)
             if net is not None and ep is not None:
                 self._plumb_endpoint(net, ep)
 
@@ -222,8 +195,7 @@ class Driver:
                 f"{net.mode} mode needs a gateway address; give --gateway or use ovs.mode=flat"
             )
         with self._hold(network_id, net.bridge):
-            with self._cache_lock:
-                existing = self._networks.get(network_id)
+            existing = self._store.get_network(network_id)
             if existing is not None:
                 if existing == net:
                     return  # a repeated create (swarm re-creates networks after a restart)
@@ -236,8 +208,7 @@ class Driver:
                 _undo("remove firewall rules", lambda: self._firewall.remove_network(net))
                 _undo("remove from the bridge", lambda: self._switch.remove_network(net, peers))
                 raise
-            with self._cache_lock:
-                self._networks[network_id] = net
+            self._store.put_network(net)
         LOG.info(
             "network %s created on bridge %s (mode %s%s)",
             network_id[:12],
@@ -294,24 +265,20 @@ class Driver:
     def delete_network(self, network_id: str) -> None:
         if self._reaper is not None and not self._reaper.flush(network_id):
             LOG.warning("deletions of network %s still queued", network_id[:12])
-        with self._cache_lock:
-            known = self._networks.get(network_id)
+        known = self._store.get_network(network_id)
         if known is None:
             LOG.info("delete of unknown network %s: nothing to do", network_id[:12])
             return
         with self._hold(network_id, known.bridge):
-            with self._cache_lock:
-                net = self._networks.get(network_id)
-                leftovers = [e for e in self._endpoints.values() if e.network_id == network_id]
-                peers = self._others_on_bridge(known)
-            if net is None:
+            view = self._store.view(network_id, known.bridge)
+            if view is None:
                 return
-            for ep in leftovers:  # Docker normally deletes endpoints first
+            net = view.network
+            for ep in view.endpoints:  # Docker normally deletes endpoints first
                 self._remove_endpoint(net, ep)
             self._firewall.remove_network(net)
-            self._switch.remove_network(net, peers)
-            with self._cache_lock:
-                del self._networks[network_id]
+            self._switch.remove_network(net, view.peers)
+            self._store.remove_network(network_id)
         LOG.info("network %s deleted", network_id[:12])
 
     # -- endpoints -------------------------------------------------------------------------
@@ -328,8 +295,7 @@ class Driver:
         """Create the endpoint; return the MAC to report when Docker gave none."""
         with self._hold(network_id):
             net = self._network(network_id)
-            with self._cache_lock:
-                existing = self._endpoints.get(endpoint_id)
+            existing = self._store.get_endpoint(endpoint_id)
             if existing is not None:
                 if existing.network_id != network_id:
                     raise Conflict(f"endpoint {endpoint_id[:12]} exists on another network")
@@ -358,8 +324,7 @@ class Driver:
                 _undo("delete port", lambda: self._switch.delete_port(net.bridge, ep.host_if))
                 _undo("delete veth", lambda: self._links.delete_link(ep.host_if))
                 raise
-            with self._cache_lock:
-                self._endpoints[endpoint_id] = ep
+            self._store.put_endpoint(ep)
         LOG.info("endpoint %s created on network %s", endpoint_id[:12], network_id[:12])
         return None if mac else ep.mac
 
@@ -383,15 +348,11 @@ class Driver:
                 self._flows.remove_endpoint(net, ep)
             self._switch.delete_port(net.bridge, ep.host_if)
         self._links.delete_link(ep.host_if)
-        with self._cache_lock:
-            if self._endpoints.get(ep.endpoint_id) is ep:
-                del self._endpoints[ep.endpoint_id]
+        self._store.remove_endpoint_if_current(ep)
 
     def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
         with self._hold(network_id):
-            with self._cache_lock:
-                net = self._networks.get(network_id)
-                ep = self._endpoints.get(endpoint_id)
+            net, ep = self._store.network_and_endpoint(network_id, endpoint_id)
             if ep is None:
                 LOG.info("delete of unknown endpoint %s: nothing to do", endpoint_id[:12])
                 return
@@ -399,9 +360,8 @@ class Driver:
                 self._remove_endpoint(net, ep)
                 LOG.info("endpoint %s deleted", endpoint_id[:12])
                 return
-            with self._cache_lock:
-                # Docker is done with it: from now on it is only work to finish.
-                self._endpoints.pop(endpoint_id, None)
+            # Docker is done with it: from now on it is only work to finish.
+            self._store.remove_endpoint(endpoint_id)
         self._reaper.submit(
             network_id,
             f"deletion of endpoint {endpoint_id[:12]}",
@@ -415,10 +375,8 @@ class Driver:
     def collect_recorded(self, ep: Endpoint) -> None:
         """Remove an endpoint that OVSDB records but this plugin does not know (a deletion
         that failed half-way, or a request killed with the plugin)."""
-        with self._cache_lock:
-            net = self._networks.get(ep.network_id)
-            known = ep.endpoint_id in self._endpoints
-        if known:
+        net, served = self._store.network_and_endpoint(ep.network_id, ep.endpoint_id)
+        if served is not None:
             return
         if net is None:
             bridge = self._switch.port_bridge(ep.host_if)
@@ -506,8 +464,7 @@ class Driver:
                     f"publish {m.container_port}/{m.proto} with an explicit host port "
                     f"(-p HOST:{m.container_port}); this driver does not pick ports"
                 )
-        with self._cache_lock:
-            others = [e for e in self._endpoints.values() if e.endpoint_id != ep.endpoint_id]
+        others = [e for e in self._store.endpoints() if e.endpoint_id != ep.endpoint_id]
         for m in wanted:
             for other in others:
                 for taken in other.port_mappings:
@@ -529,8 +486,7 @@ class Driver:
             _undo("restore port mappings", lambda: self._switch.update_endpoint(old))
             _undo("restore rules", lambda: self._firewall.set_port_mappings(net, old))
             raise
-        with self._cache_lock:
-            self._endpoints[new.endpoint_id] = new
+        self._store.put_endpoint(new)
         LOG.info(
             "endpoint %s publishes %s",
             new.endpoint_id[:12],

@@ -18,7 +18,8 @@ class KeyedLocks:
         self._locks: dict[str, tuple[threading.Lock, list[int]]] = {}
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str, what: str) -> Iterator[None]:
+        """Hold the lock of `key`; `what` names it for the operator when it stays busy."""
         with self._guard:
             lock, users = self._locks.setdefault(key, (threading.Lock(), [0]))
             users[0] += 1
@@ -26,7 +27,7 @@ class KeyedLocks:
             # Docker has no timeout on v1 plugins: never wait forever behind a stuck operation.
             if not lock.acquire(timeout=self._timeout):
                 raise BackendError(
-                    f"network {key[:12]} is busy with another operation for more than "
+                    f"{what} is busy with another operation for more than "
                     f"{self._timeout:.0f}s; try again"
                 )
             try:

@@ -2,8 +2,9 @@
 
 OVSDB is the durable store. A network lives on its bridge as one external_ids key
 `docker-ovs:network:<id>` holding JSON (several VLAN networks may share a bridge); an endpoint
-lives in the external_ids of its Interface row. This module is the one place that knows the keys,
-so a restarted plugin (or a later cluster store) reads exactly what was written.
+lives in the external_ids of its Interface row. The keys and values are those of
+docker_ovs_plugin.contract; this module turns them into objects and back, so a restarted plugin
+(or a later cluster store) reads exactly what was written.
 """
 
 from __future__ import annotations
@@ -11,44 +12,39 @@ from __future__ import annotations
 import ipaddress
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from typing import Any
 
-from docker_ovs_plugin.service import naming
-from docker_ovs_plugin.service.options import DEFAULT_IFACE_PREFIX, Mode
+from docker_ovs_plugin import contract
+from docker_ovs_plugin.contract import (
+    DEFAULT_DRIVER,
+    DEFAULT_IFACE_PREFIX,
+    NETWORK_KEY_PREFIX,
+    NetworkRecord,
+    PortRecord,
+    SubnetRecord,
+)
 
-OWNER_KEY = "owner"
-OWNER = "docker-ovs-plugin"
-_NS = "docker-ovs:"
-NETWORK_ID_KEY = _NS + "network-id"
-DRIVER_KEY = _NS + "driver"  # which plugin instance (driver name) owns the row
-DEFAULT_DRIVER = "ovs"
-NETWORK_KEY_PREFIX = _NS + "network:"
-PORTMAP_KEY = _NS + "portmap"
-ROLE_KEY = _NS + "role"
-SCHEMA_KEY = _NS + "schema"
-SCHEMA_VERSION = "1"
+# Re-exported for the test fakes, which read records the way the adapters do.
+from docker_ovs_plugin.contract import OWNER as OWNER  # noqa: PLC0414
+from docker_ovs_plugin.contract import OWNER_KEY as OWNER_KEY  # noqa: PLC0414
+from docker_ovs_plugin.contract import network_key as network_key  # noqa: PLC0414
+from docker_ovs_plugin.contract import owned as owned  # noqa: PLC0414
 
 IPNetwork = IPv4Network | IPv6Network
 IPInterface = IPv4Interface | IPv6Interface
 
 
+class Mode(StrEnum):
+    NAT = contract.MODE_NAT  # gateway on the host, masquerade to the outside
+    ROUTED = contract.MODE_ROUTED  # gateway on the host, no masquerade: the subnet is routed
+    # no host address: containers sit on the uplink's L2, the router is outside
+    FLAT = contract.MODE_FLAT
+
+
 class CorruptState(ValueError):
     """external_ids that carry our owner tag but cannot be read back."""
-
-
-def owned(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The tags every row we create carries."""
-    return {OWNER_KEY: OWNER, SCHEMA_KEY: SCHEMA_VERSION, **(extra or {})}
-
-
-def network_cookie(network_id: str) -> int:
-    """The upper 32 bits of the OpenFlow cookies of a network's flows."""
-    return int(network_id[:8], 16)
-
-
-def network_key(network_id: str) -> str:
-    return NETWORK_KEY_PREFIX + network_id
 
 
 @dataclass(frozen=True)
@@ -59,16 +55,16 @@ class Subnet:
     gateway: IPInterface | None = None
 
     def to_json(self) -> dict[str, str]:
-        out = {"pool": str(self.pool)}
+        out = {SubnetRecord.POOL: str(self.pool)}
         if self.gateway is not None:
-            out["gateway"] = str(self.gateway)
+            out[SubnetRecord.GATEWAY] = str(self.gateway)
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, str]) -> Subnet:
-        gateway = data.get("gateway")
+        gateway = data.get(SubnetRecord.GATEWAY)
         return cls(
-            pool=ipaddress.ip_network(data["pool"]),
+            pool=ipaddress.ip_network(data[SubnetRecord.POOL]),
             gateway=ipaddress.ip_interface(gateway) if gateway else None,
         )
 
@@ -102,7 +98,7 @@ class Network:
     @property
     def gateway_port(self) -> str:
         """The internal port that holds the gateway: the bridge's own, or the VLAN's own."""
-        return self.bridge if self.vlan is None else naming.gateway_port_name(self.network_id)
+        return self.bridge if self.vlan is None else contract.gateway_port_name(self.network_id)
 
     @property
     def gateways(self) -> tuple[IPInterface, ...]:
@@ -118,46 +114,49 @@ class Network:
         return None
 
     def to_json(self) -> str:
+        r = NetworkRecord
+        binding = str(self.host_binding_ipv4) if self.host_binding_ipv4 else None
         data: dict[str, Any] = {
-            "driver": self.driver,
-            "mtu": self.mtu,
-            "mode": self.mode.value,
-            "internal": self.internal,
-            "vlan": self.vlan,
-            "uplink": self.uplink,
-            "icc": self.icc,
-            "masquerade": self.masquerade,
-            "port_security": self.port_security,
-            "host_binding_ipv4": str(self.host_binding_ipv4) if self.host_binding_ipv4 else None,
-            "iface_prefix": self.iface_prefix,
-            "ipv4": [s.to_json() for s in self.ipv4],
-            "ipv6": [s.to_json() for s in self.ipv6],
-            "options": self.options,
+            r.DRIVER: self.driver,
+            r.MTU: self.mtu,
+            r.MODE: self.mode.value,
+            r.INTERNAL: self.internal,
+            r.VLAN: self.vlan,
+            r.UPLINK: self.uplink,
+            r.ICC: self.icc,
+            r.MASQUERADE: self.masquerade,
+            r.PORT_SECURITY: self.port_security,
+            r.HOST_BINDING_IPV4: binding,
+            r.IFACE_PREFIX: self.iface_prefix,
+            r.IPV4: [s.to_json() for s in self.ipv4],
+            r.IPV6: [s.to_json() for s in self.ipv6],
+            r.OPTIONS: self.options,
         }
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, network_id: str, bridge: str, text: str) -> Network:
+        r = NetworkRecord
         try:
             data = json.loads(text)
-            binding = data.get("host_binding_ipv4")
+            binding = data.get(r.HOST_BINDING_IPV4)
             return cls(
                 network_id=network_id,
                 bridge=bridge,
-                mtu=int(data["mtu"]),
-                driver=str(data.get("driver", DEFAULT_DRIVER)),
-                mode=Mode(data.get("mode", Mode.NAT.value)),
-                internal=bool(data.get("internal", False)),
-                vlan=int(data["vlan"]) if data.get("vlan") is not None else None,
-                uplink=data.get("uplink"),
-                icc=bool(data.get("icc", True)),
-                masquerade=bool(data.get("masquerade", True)),
-                port_security=bool(data.get("port_security", True)),
+                mtu=int(data[r.MTU]),
+                driver=str(data.get(r.DRIVER, DEFAULT_DRIVER)),
+                mode=Mode(data.get(r.MODE, Mode.NAT.value)),
+                internal=bool(data.get(r.INTERNAL, False)),
+                vlan=int(data[r.VLAN]) if data.get(r.VLAN) is not None else None,
+                uplink=data.get(r.UPLINK),
+                icc=bool(data.get(r.ICC, True)),
+                masquerade=bool(data.get(r.MASQUERADE, True)),
+                port_security=bool(data.get(r.PORT_SECURITY, True)),
                 host_binding_ipv4=IPv4Address(binding) if binding else None,
-                iface_prefix=str(data.get("iface_prefix", DEFAULT_IFACE_PREFIX)),
-                ipv4=tuple(Subnet.from_json(s) for s in data.get("ipv4", [])),
-                ipv6=tuple(Subnet.from_json(s) for s in data.get("ipv6", [])),
-                options={str(k): str(v) for k, v in data.get("options", {}).items()},
+                iface_prefix=str(data.get(r.IFACE_PREFIX, DEFAULT_IFACE_PREFIX)),
+                ipv4=tuple(Subnet.from_json(s) for s in data.get(r.IPV4, [])),
+                ipv6=tuple(Subnet.from_json(s) for s in data.get(r.IPV6, [])),
+                options={str(k): str(v) for k, v in data.get(r.OPTIONS, {}).items()},
             )
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise CorruptState(
@@ -185,19 +184,19 @@ class PortMapping:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "proto": self.proto,
-            "container_port": self.container_port,
-            "host_port": self.host_port,
-            "host_ip": str(self.host_ip) if self.host_ip else None,
+            PortRecord.PROTO: self.proto,
+            PortRecord.CONTAINER_PORT: self.container_port,
+            PortRecord.HOST_PORT: self.host_port,
+            PortRecord.HOST_IP: str(self.host_ip) if self.host_ip else None,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PortMapping:
-        host_ip = data.get("host_ip")
+        host_ip = data.get(PortRecord.HOST_IP)
         return cls(
-            proto=str(data["proto"]),
-            container_port=int(data["container_port"]),
-            host_port=int(data["host_port"]),
+            proto=str(data[PortRecord.PROTO]),
+            container_port=int(data[PortRecord.CONTAINER_PORT]),
+            host_port=int(data[PortRecord.HOST_PORT]),
             host_ip=IPv4Address(host_ip) if host_ip else None,
         )
 
@@ -218,51 +217,51 @@ class Endpoint:
 
     @property
     def host_if(self) -> str:
-        return naming.host_veth_name(self.endpoint_id)
+        return contract.host_veth_name(self.endpoint_id)
 
     @property
     def container_if(self) -> str:
-        return naming.container_veth_name(self.endpoint_id)
+        return contract.container_veth_name(self.endpoint_id)
 
     @property
     def cookie(self) -> int:
         """OpenFlow cookie of the endpoint's flows: network id prefix, then endpoint id prefix."""
-        return (network_cookie(self.network_id) << 32) | int(self.endpoint_id[:8], 16)
+        return contract.endpoint_cookie(self.network_id, self.endpoint_id)
 
     def to_external_ids(self) -> dict[str, str]:
-        # iface-id / attached-mac / iface-status follow OVS's integration guide, so other OVS
-        # tooling (and a future controller) recognises the port.
+        c = contract
         ids = owned(
             {
-                "iface-id": self.endpoint_id,
-                "attached-mac": self.mac,
-                "iface-status": "active",
-                NETWORK_ID_KEY: self.network_id,
-                DRIVER_KEY: self.driver,
-                PORTMAP_KEY: json.dumps([p.to_json() for p in self.port_mappings]),
+                c.IFACE_ID_KEY: self.endpoint_id,
+                c.ATTACHED_MAC_KEY: self.mac,
+                c.IFACE_STATUS_KEY: c.IFACE_STATUS_ACTIVE,
+                c.NETWORK_ID_KEY: self.network_id,
+                c.DRIVER_KEY: self.driver,
+                c.PORTMAP_KEY: json.dumps([p.to_json() for p in self.port_mappings]),
             }
         )
         if self.ipv4 is not None:
-            ids[_NS + "ipv4-address"] = str(self.ipv4)
+            ids[c.IPV4_ADDRESS_KEY] = str(self.ipv4)
         if self.ipv6 is not None:
-            ids[_NS + "ipv6-address"] = str(self.ipv6)
+            ids[c.IPV6_ADDRESS_KEY] = str(self.ipv6)
         return ids
 
     @classmethod
     def from_external_ids(cls, ids: dict[str, str]) -> Endpoint:
+        c = contract
         try:
-            v4 = ids.get(_NS + "ipv4-address")
-            v6 = ids.get(_NS + "ipv6-address")
+            v4 = ids.get(c.IPV4_ADDRESS_KEY)
+            v6 = ids.get(c.IPV6_ADDRESS_KEY)
             return cls(
-                endpoint_id=ids["iface-id"],
-                network_id=ids[NETWORK_ID_KEY],
-                mac=ids["attached-mac"],
+                endpoint_id=ids[c.IFACE_ID_KEY],
+                network_id=ids[c.NETWORK_ID_KEY],
+                mac=ids[c.ATTACHED_MAC_KEY],
                 ipv4=IPv4Interface(v4) if v4 else None,
                 ipv6=IPv6Interface(v6) if v6 else None,
                 port_mappings=tuple(
-                    PortMapping.from_json(p) for p in json.loads(ids.get(PORTMAP_KEY, "[]"))
+                    PortMapping.from_json(p) for p in json.loads(ids.get(c.PORTMAP_KEY, "[]"))
                 ),
-                driver=ids.get(DRIVER_KEY, DEFAULT_DRIVER),
+                driver=ids.get(c.DRIVER_KEY, DEFAULT_DRIVER),
             )
         except (KeyError, ValueError, TypeError) as e:
             raise CorruptState(f"interface with external_ids {ids}: unreadable ({e})") from e

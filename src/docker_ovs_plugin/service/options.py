@@ -9,19 +9,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from ipaddress import IPv4Address
 from typing import Any
 
+from docker_ovs_plugin.contract import DEFAULT_IFACE_PREFIX, IFNAMSIZ
 from docker_ovs_plugin.service.errors import InvalidRequest
-from docker_ovs_plugin.service.naming import IFNAMSIZ
-
-
-class Mode(StrEnum):
-    NAT = "nat"  # gateway on the host, masquerade to the outside
-    ROUTED = "routed"  # gateway on the host, no masquerade: the subnet is routed
-    FLAT = "flat"  # no host address: containers sit on the uplink's L2, the router is outside
-
+from docker_ovs_plugin.service.model import Mode
 
 OUR_PREFIX = "ovs."
 MODE = "ovs.mode"
@@ -43,7 +36,6 @@ KNOWN_OPTIONS = frozenset({MODE, BRIDGE_NAME, UPLINK, UPLINK_ALIAS, VLAN, MTU, I
 DEFAULT_MTU = 1500
 MIN_MTU = 1280  # IPv6's minimum; below it dual-stack networks break
 MAX_MTU = 9000
-DEFAULT_IFACE_PREFIX = "eth"
 
 # Safe for OVS and the kernel, and for iptables arguments: no spaces, slashes or shell-ish bytes.
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -103,11 +95,7 @@ def _bool(key: str, value: str) -> bool:
     raise InvalidRequest(f"option {key}={value!r} must be true or false")
 
 
-def _flag(raw: dict[str, str], key: str, default: bool = True) -> bool:
-    return _bool(key, raw[key]) if key in raw else default
-
-
-def _first(raw: dict[str, str], *keys: str) -> tuple[str, str] | None:
+def _last_given(raw: dict[str, str], *keys: str) -> tuple[str, str] | None:
     """The value of the last key given (ours are listed last, so they win over Docker's)."""
     found = [(k, raw[k]) for k in keys if k in raw]
     return found[-1] if found else None
@@ -135,13 +123,13 @@ def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict
     bridge = raw.get(BRIDGE_NAME)
     if bridge is not None:
         validate_ifname(bridge, f"option {BRIDGE_NAME}:")
-    uplink_opt = _first(raw, UPLINK_ALIAS, UPLINK)
+    uplink_opt = _last_given(raw, UPLINK_ALIAS, UPLINK)
     uplink = validate_ifname(uplink_opt[1], f"option {uplink_opt[0]}:") if uplink_opt else None
 
     vlan = _int(VLAN, raw[VLAN], 1, 4094) if VLAN in raw else None
-    mtu_opt = _first(raw, DOCKER_MTU, MTU)
+    mtu_opt = _last_given(raw, DOCKER_MTU, MTU)
     mtu = _int(mtu_opt[0], mtu_opt[1], MIN_MTU, MAX_MTU) if mtu_opt else DEFAULT_MTU
-    icc_opt = _first(raw, DOCKER_ICC, ICC)
+    icc_opt = _last_given(raw, DOCKER_ICC, ICC)
     icc = _bool(*icc_opt) if icc_opt else True
     masquerade = (
         _bool(DOCKER_MASQUERADE, raw[DOCKER_MASQUERADE]) if DOCKER_MASQUERADE in raw else True

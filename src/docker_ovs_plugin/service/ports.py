@@ -1,8 +1,9 @@
-"""What the driver needs from the outside world. Adapters implement these; tests use fakes."""
+"""What the use cases need from the outside world, and what it answers. Adapters
+implement these; tests use fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -16,6 +17,32 @@ class BridgeState:
     owned: bool
     networks: list[Network] = field(default_factory=list)
     uplink: str | None = None
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    """What Open vSwitch says about one port (for status)."""
+
+    bridge: str | None
+    ofport: int | None
+    vlan: int | None
+    link_state: str | None = None
+    statistics: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    container_id: str
+    container: str  # Docker's container name
+
+
+@dataclass(frozen=True)
+class DockerNetwork:
+    """What Docker says about one of our networks (for status)."""
+
+    name: str
+    driver: str
+    attachments: Mapping[str, Attachment]  # by endpoint id
 
 
 class Switch(Protocol):

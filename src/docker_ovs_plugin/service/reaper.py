@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
 
-Job = tuple[str, str, Callable[[], None]]  # (key, description, work)
+Job = tuple[str, str, Callable[[], object]]  # (key, description, work; its result is unused)
 
 
 class Reaper:
@@ -29,7 +29,7 @@ class Reaper:
         self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
         self._thread.start()
 
-    def submit(self, key: str, what: str, work: Callable[[], None]) -> None:
+    def submit(self, key: str, what: str, work: Callable[[], object]) -> None:
         with self._cond:
             self._pending[key] += 1
         self._jobs.put((key, what, work))

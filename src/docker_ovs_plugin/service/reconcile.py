@@ -17,10 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+from docker_ovs_plugin.contract import (
+    COMMENT_ID_CHARS,
+    CONTAINER_VETH_PREFIX,
+    HOST_VETH_PREFIX,
+    cookie_network,
+    network_cookie,
+)
 from docker_ovs_plugin.service.driver import Driver
 from docker_ovs_plugin.service.errors import BackendError
-from docker_ovs_plugin.service.model import network_cookie
-from docker_ovs_plugin.service.naming import CONTAINER_VETH_PREFIX, HOST_VETH_PREFIX
 from docker_ovs_plugin.service.ports import DockerView, Firewall, Flows, Links, Switch
 
 LOG = logging.getLogger(__name__)
@@ -144,7 +149,9 @@ class Reconciler:
                         removal=True,
                     )
                 )
-        known = {n.network_id[:12] for n in (*networks, *self._switch.list_networks())}
+        known = {
+            n.network_id[:COMMENT_ID_CHARS] for n in (*networks, *self._switch.list_networks())
+        }
         for short in self._firewall.tagged_networks() - known:
             out.append(
                 Finding(
@@ -163,7 +170,7 @@ class Reconciler:
         for net in driver.networks():
             nid = net.network_id
             repair = partial(driver.repair_network, nid)
-            if not driver.bridge_records(net):
+            if not driver.has_bridge_record(net):
                 out.append(
                     Finding(
                         f"bridge-missing:{nid}",
@@ -219,7 +226,7 @@ class Reconciler:
                     )
             prefix = network_cookie(nid)
             for cookie in installed:
-                if cookie >> 32 == prefix and cookie not in wanted:
+                if cookie_network(cookie) == prefix and cookie not in wanted:
                     out.append(
                         Finding(
                             f"cookie:{net.bridge}:{cookie:x}",

@@ -1,0 +1,107 @@
+"""The driver's in-memory view of its networks and endpoints.
+
+Only a cache: OVSDB is the durable record, and `Driver.load()` refills this from it. Every method
+takes the store's own lock for the time of one read or write and returns copies, so no caller
+holds a lock while it talks to OVS, and a compound read (a network with its bridge's other
+networks and its endpoints) is one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from docker_ovs_plugin.service.model import Endpoint, Network
+
+
+@dataclass(frozen=True)
+class NetworkView:
+    """A network, the other networks on a bridge, and its endpoints, read at one instant."""
+
+    network: Network
+    peers: list[Network]
+    endpoints: list[Endpoint]
+
+
+class Store:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._networks: dict[str, Network] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_network(self, network_id: str) -> Network | None:
+        with self._lock:
+            return self._networks.get(network_id)
+
+    def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        with self._lock:
+            return self._endpoints.get(endpoint_id)
+
+    def networks(self) -> list[Network]:
+        with self._lock:
+            return list(self._networks.values())
+
+    def endpoints(self) -> list[Endpoint]:
+        with self._lock:
+            return list(self._endpoints.values())
+
+    def network_and_endpoint(
+        self, network_id: str, endpoint_id: str
+    ) -> tuple[Network | None, Endpoint | None]:
+        """Both at one instant (the endpoint whatever network it is on)."""
+        with self._lock:
+            return self._networks.get(network_id), self._endpoints.get(endpoint_id)
+
+    def view(self, network_id: str, bridge: str) -> NetworkView | None:
+        """The network with the others on `bridge` and its endpoints; None if it is unknown.
+
+        `bridge` is the one the caller locked, named apart from the network's own in case
+        the network was replaced meanwhile."""
+        with self._lock:
+            net = self._networks.get(network_id)
+            if net is None:
+                return None
+            return NetworkView(
+                network=net,
+                peers=[
+                    n
+                    for n in self._networks.values()
+                    if n.bridge == bridge and n.network_id != network_id
+                ],
+                endpoints=[e for e in self._endpoints.values() if e.network_id == network_id],
+            )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def replace_all(self, networks: Iterable[Network], endpoints: Iterable[Endpoint]) -> None:
+        networks_by_id = {n.network_id: n for n in networks}
+        endpoints_by_id = {e.endpoint_id: e for e in endpoints}
+        with self._lock:
+            self._networks = networks_by_id
+            self._endpoints = endpoints_by_id
+
+    def put_network(self, network: Network) -> None:
+        with self._lock:
+            self._networks[network.network_id] = network
+
+    def remove_network(self, network_id: str) -> None:
+        with self._lock:
+            self._networks.pop(network_id, None)
+
+    def put_endpoint(self, endpoint: Endpoint) -> None:
+        with self._lock:
+            self._endpoints[endpoint.endpoint_id] = endpoint
+
+    def remove_endpoint(self, endpoint_id: str) -> None:
+        with self._lock:
+            self._endpoints.pop(endpoint_id, None)
+
+    def remove_endpoint_if_current(self, endpoint: Endpoint) -> None:
+        """Remove the endpoint only if the store still holds this very record: a late
+        removal of an old record must not drop a newer one of the same id."""
+        with self._lock:
+            if self._endpoints.get(endpoint.endpoint_id) is endpoint:
+                del self._endpoints[endpoint.endpoint_id]
