@@ -36,6 +36,9 @@ class FakeSwitch:
     port_columns: dict[str, dict[str, object]] = field(default_factory=dict)
     fail_add_port: bool = False
     foreign_ports: dict[str, str] = field(default_factory=dict)  # port -> bridge not ours
+    # OpenFlow port numbers: given once when OVS opens a port, kept while it exists.
+    ofports: dict[str, int] = field(default_factory=dict)
+    _last_ofport: int = 0
 
     def list_networks(self) -> list[Network]:
         return [
@@ -57,18 +60,39 @@ class FakeSwitch:
         return BridgeState(True, networks_on_bridge(bridge, b.external_ids), b.uplink)
 
     def port_bridge(self, port: str) -> str | None:
+        if port in self.ports:
+            return self.ports[port][0]
         for name, b in self.bridges.items():
-            if b.uplink == port:
+            if b.uplink == port or port in b.gateway_ports:
                 return name
         return self.foreign_ports.get(port)
+
+    def _open(self, port: str) -> None:
+        if port not in self.ofports:
+            self._last_ofport += 1
+            self.ofports[port] = self._last_ofport
+
+    def _drop_bridge(self, bridge: str) -> None:
+        """Deleting a bridge deletes its ports, ours or not, as OVSDB does."""
+        b = self.bridges.pop(bridge)
+        gone = {n for n, p in self.ports.items() if p[0] == bridge}
+        gone |= {n for n, br in self.foreign_ports.items() if br == bridge}
+        gone |= set(b.gateway_ports) | ({b.uplink} if b.uplink else set())
+        self.ports = {n: p for n, p in self.ports.items() if n not in gone}
+        self.port_columns = {n: c for n, c in self.port_columns.items() if n not in gone}
+        self.foreign_ports = {n: br for n, br in self.foreign_ports.items() if n not in gone}
+        self.ofports = {n: o for n, o in self.ofports.items() if n not in gone}
 
     def add_network(self, network: Network, datapath_type: str, peers: Sequence[Network]) -> None:
         b = self.bridges.setdefault(network.bridge, FakeBridge(owned(), datapath_type))
         b.external_ids[network_key(network.network_id)] = network.to_json()
         if network.vlan is not None and network.host_gateway:
             b.gateway_ports[network.gateway_port] = network.vlan
+            self._open(network.gateway_port)
         if b.uplink is None:
             b.uplink = network.uplink
+            if b.uplink is not None:
+                self._open(b.uplink)
         vlans = [n.vlan for n in [*peers, network]]
         b.trunks = [] if None in vlans else sorted(v for v in vlans if v is not None)
 
@@ -77,11 +101,11 @@ class FakeSwitch:
         if b is None or b.external_ids.get(OWNER_KEY) != OWNER:
             return
         if not peers:
-            del self.bridges[network.bridge]
-            self.ports = {n: p for n, p in self.ports.items() if p[0] != network.bridge}
+            self._drop_bridge(network.bridge)
             return
         b.external_ids.pop(network_key(network.network_id), None)
         b.gateway_ports.pop(network.gateway_port, None)
+        self.ofports.pop(network.gateway_port, None)
         vlans = [n.vlan for n in peers]
         b.trunks = [] if None in vlans else sorted(v for v in vlans if v is not None)
 
@@ -91,19 +115,25 @@ class FakeSwitch:
         self.ports[endpoint.host_if] = (network.bridge, endpoint.to_external_ids())
         self.port_columns[endpoint.host_if] = {"tag": network.vlan, "protected": not network.icc}
         if self.fail_add_port:
+            # As OVS: the rows stay (with an error and no OpenFlow port number).
             raise BackendError("could not open interface")
+        self._open(endpoint.host_if)
 
     def update_endpoint(self, endpoint: Endpoint) -> None:
-        bridge, _ = self.ports[endpoint.host_if]
-        self.ports[endpoint.host_if] = (bridge, endpoint.to_external_ids())
+        # No port, nothing rewritten, no error: what the OVSDB adapter does.
+        if endpoint.host_if in self.ports:
+            bridge, _ = self.ports[endpoint.host_if]
+            self.ports[endpoint.host_if] = (bridge, endpoint.to_external_ids())
 
     def delete_port(self, bridge: str, port: str) -> None:
         self.ports.pop(port, None)
         self.port_columns.pop(port, None)
+        self.ofports.pop(port, None)
 
     def ofport(self, name: str) -> int | None:
-        names = sorted(self.ports)
-        return names.index(name) + 1 if name in self.ports else None
+        if name in self.bridges:
+            return 65534  # OFPP_LOCAL, the bridge's own port
+        return self.ofports.get(name)
 
     def empty_bridges(self) -> list[str]:
         return [
@@ -115,7 +145,7 @@ class FakeSwitch:
 
     def delete_bridge(self, bridge: str) -> None:
         if self.bridges.get(bridge, FakeBridge({})).external_ids.get(OWNER_KEY) == OWNER:
-            del self.bridges[bridge]
+            self._drop_bridge(bridge)
 
 
 @dataclass
