@@ -19,6 +19,7 @@ namespace (the multi-host suite) is not built yet: the daemons are started by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ovsdbapp import venv  # type: ignore[attr-defined]
+from ovsdbapp import venv
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl")
@@ -97,7 +98,7 @@ class OvsSandbox:
         except Exception as e:
             log = self._log_tail()
             self.stop()
-            raise RuntimeError(f"the OVS sandbox in {self.directory} did not start: {e}{log}") from e
+            raise RuntimeError(f"OVS sandbox {self.directory} did not start: {e}{log}") from e
 
     def stop(self) -> None:
         """Stop both daemons and wait for them to exit, then remove the directory."""
@@ -166,10 +167,8 @@ class OvsSandbox:
         while (pids := self._daemons()) and time.monotonic() < deadline:
             time.sleep(0.02)
         for pid in pids:  # did not exit on SIGTERM: not worth waiting longer for a test
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def _log_tail(self, lines: int = 20) -> str:
         out = []
