@@ -198,21 +198,43 @@ class FakeLinks:
 @dataclass
 class FakeFlows:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    extra_cookies: set[int] = field(default_factory=set)
+    extra_cookies: set[int] = field(default_factory=set)  # stale flows, seen on every bridge
+    # The switch whose bridges hold the flows (None: any bridge exists). As in ovs-vswitchd,
+    # flows need their bridge and vanish with it, also when a bridge of that name comes back.
+    switch: FakeSwitch | None = None
+    homes: dict[str, tuple[str, FakeBridge | None]] = field(default_factory=dict)
+
+    def _on(self, endpoint_id: str, bridge: str) -> bool:
+        name, home = self.homes.get(endpoint_id, (bridge, None))
+        if self.switch is not None and endpoint_id in self.homes:
+            return name == bridge and self.switch.bridges.get(name) is home
+        return name == bridge
 
     def install_endpoint(self, network: Network, endpoint: Endpoint, ofport: int) -> None:
         assert ofport >= 1
+        home = None
+        if self.switch is not None:
+            home = self.switch.bridges.get(network.bridge)
+            if home is None:
+                raise BackendError(f"cannot program flows on bridge {network.bridge}: no bridge")
         self.endpoints[endpoint.endpoint_id] = endpoint
+        self.homes[endpoint.endpoint_id] = (network.bridge, home)
 
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
-        self.endpoints.pop(endpoint.endpoint_id, None)
+        self.remove_cookie(network.bridge, endpoint.cookie)
 
     def cookies(self, bridge: str) -> set[int]:
-        return {e.cookie for e in self.endpoints.values()} | self.extra_cookies
+        if self.switch is not None and bridge not in self.switch.bridges:
+            return set()
+        installed = {e.cookie for k, e in self.endpoints.items() if self._on(k, bridge)}
+        return installed | self.extra_cookies
 
     def remove_cookie(self, bridge: str, cookie: int) -> None:
         self.extra_cookies.discard(cookie)
-        self.endpoints = {k: e for k, e in self.endpoints.items() if e.cookie != cookie}
+        gone = [k for k, e in self.endpoints.items() if e.cookie == cookie and self._on(k, bridge)]
+        for k in gone:
+            del self.endpoints[k]
+            self.homes.pop(k, None)
 
 
 @dataclass
@@ -248,8 +270,9 @@ class FakeFirewall:
 
 
 def make_driver(datapath_type: str = "netdev") -> Driver:
+    switch = FakeSwitch()
     return Driver(
-        FakeSwitch(), FakeLinks(), FakeFirewall(), FakeFlows(), datapath_type=datapath_type
+        switch, FakeLinks(), FakeFirewall(), FakeFlows(switch=switch), datapath_type=datapath_type
     )
 
 
