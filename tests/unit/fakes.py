@@ -171,6 +171,8 @@ class FakeLinks:
         return set(self.default_route)
 
     def set_up(self, name: str) -> None:
+        if not self.exists(name):
+            raise BackendError(f"interface {name} does not exist")
         self.up.add(name)
 
     def create_veth(
@@ -178,6 +180,7 @@ class FakeLinks:
     ) -> None:
         self.links[host] = peer
         self.links[peer] = host
+        self.up.add(host)  # the container end stays down until it is in its namespace
         if not peer_tx_checksum:
             self.tx_checksum_off.add(peer)
 
@@ -185,6 +188,7 @@ class FakeLinks:
         peer = self.links.pop(name, None)
         if peer is not None:
             self.links.pop(peer, None)
+            self.up -= {name, peer}
 
     def configure_bridge_port(self, name: str, addresses: Sequence[IPInterface]) -> None:
         if self.fail_bridge_port:
@@ -193,6 +197,7 @@ class FakeLinks:
         for a in addresses:
             if a not in self.assigned[name]:
                 self.assigned[name].append(a)
+        self.up.add(name)
 
 
 @dataclass
