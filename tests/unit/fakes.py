@@ -272,6 +272,8 @@ class FakeFirewall:
     def remove_tagged(self, short_id: str) -> None:
         self.unknown.discard(short_id)
         self.networks = {k: n for k, n in self.networks.items() if k[:12] != short_id}
+        # The network's tag prefixes its endpoints' tags: their published ports go too.
+        self.published = {k: e for k, e in self.published.items() if e.network_id[:12] != short_id}
 
 
 def make_driver(datapath_type: str = "netdev") -> Driver:
