@@ -14,7 +14,6 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from types import TracebackType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -38,12 +37,7 @@ class PrivateNetns:
         self._ready.result(timeout=10)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._calls.put(None)
         self._thread.join(timeout=10)
 
