@@ -36,6 +36,9 @@ class FakeSwitch:
     port_columns: dict[str, dict[str, object]] = field(default_factory=dict)
     fail_add_port: bool = False
     foreign_ports: dict[str, str] = field(default_factory=dict)  # port -> bridge not ours
+    # OpenFlow port numbers: given once when OVS opens a port, kept while it exists.
+    ofports: dict[str, int] = field(default_factory=dict)
+    _last_ofport: int = 0
 
     def list_networks(self) -> list[Network]:
         return [
@@ -57,18 +60,39 @@ class FakeSwitch:
         return BridgeState(True, networks_on_bridge(bridge, b.external_ids), b.uplink)
 
     def port_bridge(self, port: str) -> str | None:
+        if port in self.ports:
+            return self.ports[port][0]
         for name, b in self.bridges.items():
-            if b.uplink == port:
+            if b.uplink == port or port in b.gateway_ports:
                 return name
         return self.foreign_ports.get(port)
+
+    def _open(self, port: str) -> None:
+        if port not in self.ofports:
+            self._last_ofport += 1
+            self.ofports[port] = self._last_ofport
+
+    def _drop_bridge(self, bridge: str) -> None:
+        """Deleting a bridge deletes its ports, ours or not, as OVSDB does."""
+        b = self.bridges.pop(bridge)
+        gone = {n for n, p in self.ports.items() if p[0] == bridge}
+        gone |= {n for n, br in self.foreign_ports.items() if br == bridge}
+        gone |= set(b.gateway_ports) | ({b.uplink} if b.uplink else set())
+        self.ports = {n: p for n, p in self.ports.items() if n not in gone}
+        self.port_columns = {n: c for n, c in self.port_columns.items() if n not in gone}
+        self.foreign_ports = {n: br for n, br in self.foreign_ports.items() if n not in gone}
+        self.ofports = {n: o for n, o in self.ofports.items() if n not in gone}
 
     def add_network(self, network: Network, datapath_type: str, peers: Sequence[Network]) -> None:
         b = self.bridges.setdefault(network.bridge, FakeBridge(owned(), datapath_type))
         b.external_ids[network_key(network.network_id)] = network.to_json()
         if network.vlan is not None and network.host_gateway:
             b.gateway_ports[network.gateway_port] = network.vlan
+            self._open(network.gateway_port)
         if b.uplink is None:
             b.uplink = network.uplink
+            if b.uplink is not None:
+                self._open(b.uplink)
         vlans = [n.vlan for n in [*peers, network]]
         b.trunks = [] if None in vlans else sorted(v for v in vlans if v is not None)
 
@@ -77,11 +101,11 @@ class FakeSwitch:
         if b is None or b.external_ids.get(OWNER_KEY) != OWNER:
             return
         if not peers:
-            del self.bridges[network.bridge]
-            self.ports = {n: p for n, p in self.ports.items() if p[0] != network.bridge}
+            self._drop_bridge(network.bridge)
             return
         b.external_ids.pop(network_key(network.network_id), None)
         b.gateway_ports.pop(network.gateway_port, None)
+        self.ofports.pop(network.gateway_port, None)
         vlans = [n.vlan for n in peers]
         b.trunks = [] if None in vlans else sorted(v for v in vlans if v is not None)
 
@@ -91,19 +115,25 @@ class FakeSwitch:
         self.ports[endpoint.host_if] = (network.bridge, endpoint.to_external_ids())
         self.port_columns[endpoint.host_if] = {"tag": network.vlan, "protected": not network.icc}
         if self.fail_add_port:
+            # As OVS: the rows stay (with an error and no OpenFlow port number).
             raise BackendError("could not open interface")
+        self._open(endpoint.host_if)
 
     def update_endpoint(self, endpoint: Endpoint) -> None:
-        bridge, _ = self.ports[endpoint.host_if]
-        self.ports[endpoint.host_if] = (bridge, endpoint.to_external_ids())
+        # No port, nothing rewritten, no error: what the OVSDB adapter does.
+        if endpoint.host_if in self.ports:
+            bridge, _ = self.ports[endpoint.host_if]
+            self.ports[endpoint.host_if] = (bridge, endpoint.to_external_ids())
 
     def delete_port(self, bridge: str, port: str) -> None:
         self.ports.pop(port, None)
         self.port_columns.pop(port, None)
+        self.ofports.pop(port, None)
 
     def ofport(self, name: str) -> int | None:
-        names = sorted(self.ports)
-        return names.index(name) + 1 if name in self.ports else None
+        if name in self.bridges:
+            return 65534  # OFPP_LOCAL, the bridge's own port
+        return self.ofports.get(name)
 
     def empty_bridges(self) -> list[str]:
         return [
@@ -115,7 +145,7 @@ class FakeSwitch:
 
     def delete_bridge(self, bridge: str) -> None:
         if self.bridges.get(bridge, FakeBridge({})).external_ids.get(OWNER_KEY) == OWNER:
-            del self.bridges[bridge]
+            self._drop_bridge(bridge)
 
 
 @dataclass
@@ -141,6 +171,8 @@ class FakeLinks:
         return set(self.default_route)
 
     def set_up(self, name: str) -> None:
+        if not self.exists(name):
+            raise BackendError(f"interface {name} does not exist")
         self.up.add(name)
 
     def create_veth(
@@ -148,6 +180,7 @@ class FakeLinks:
     ) -> None:
         self.links[host] = peer
         self.links[peer] = host
+        self.up.add(host)  # the container end stays down until it is in its namespace
         if not peer_tx_checksum:
             self.tx_checksum_off.add(peer)
 
@@ -155,6 +188,7 @@ class FakeLinks:
         peer = self.links.pop(name, None)
         if peer is not None:
             self.links.pop(peer, None)
+            self.up -= {name, peer}
 
     def configure_bridge_port(self, name: str, addresses: Sequence[IPInterface]) -> None:
         if self.fail_bridge_port:
@@ -163,26 +197,49 @@ class FakeLinks:
         for a in addresses:
             if a not in self.assigned[name]:
                 self.assigned[name].append(a)
+        self.up.add(name)
 
 
 @dataclass
 class FakeFlows:
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    extra_cookies: set[int] = field(default_factory=set)
+    extra_cookies: set[int] = field(default_factory=set)  # stale flows, seen on every bridge
+    # The switch whose bridges hold the flows (None: any bridge exists). As in ovs-vswitchd,
+    # flows need their bridge and vanish with it, also when a bridge of that name comes back.
+    switch: FakeSwitch | None = None
+    homes: dict[str, tuple[str, FakeBridge | None]] = field(default_factory=dict)
+
+    def _on(self, endpoint_id: str, bridge: str) -> bool:
+        name, home = self.homes.get(endpoint_id, (bridge, None))
+        if self.switch is not None and endpoint_id in self.homes:
+            return name == bridge and self.switch.bridges.get(name) is home
+        return name == bridge
 
     def install_endpoint(self, network: Network, endpoint: Endpoint, ofport: int) -> None:
         assert ofport >= 1
+        home = None
+        if self.switch is not None:
+            home = self.switch.bridges.get(network.bridge)
+            if home is None:
+                raise BackendError(f"cannot program flows on bridge {network.bridge}: no bridge")
         self.endpoints[endpoint.endpoint_id] = endpoint
+        self.homes[endpoint.endpoint_id] = (network.bridge, home)
 
     def remove_endpoint(self, network: Network, endpoint: Endpoint) -> None:
-        self.endpoints.pop(endpoint.endpoint_id, None)
+        self.remove_cookie(network.bridge, endpoint.cookie)
 
     def cookies(self, bridge: str) -> set[int]:
-        return {e.cookie for e in self.endpoints.values()} | self.extra_cookies
+        if self.switch is not None and bridge not in self.switch.bridges:
+            return set()
+        installed = {e.cookie for k, e in self.endpoints.items() if self._on(k, bridge)}
+        return installed | self.extra_cookies
 
     def remove_cookie(self, bridge: str, cookie: int) -> None:
         self.extra_cookies.discard(cookie)
-        self.endpoints = {k: e for k, e in self.endpoints.items() if e.cookie != cookie}
+        gone = [k for k, e in self.endpoints.items() if e.cookie == cookie and self._on(k, bridge)]
+        for k in gone:
+            del self.endpoints[k]
+            self.homes.pop(k, None)
 
 
 @dataclass
@@ -215,11 +272,14 @@ class FakeFirewall:
     def remove_tagged(self, short_id: str) -> None:
         self.unknown.discard(short_id)
         self.networks = {k: n for k, n in self.networks.items() if k[:12] != short_id}
+        # The network's tag prefixes its endpoints' tags: their published ports go too.
+        self.published = {k: e for k, e in self.published.items() if e.network_id[:12] != short_id}
 
 
 def make_driver(datapath_type: str = "netdev") -> Driver:
+    switch = FakeSwitch()
     return Driver(
-        FakeSwitch(), FakeLinks(), FakeFirewall(), FakeFlows(), datapath_type=datapath_type
+        switch, FakeLinks(), FakeFirewall(), FakeFlows(switch=switch), datapath_type=datapath_type
     )
 
 

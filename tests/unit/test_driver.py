@@ -41,8 +41,8 @@ def firewall() -> FakeFirewall:
 
 
 @pytest.fixture
-def flows() -> FakeFlows:
-    return FakeFlows()
+def flows(switch: FakeSwitch) -> FakeFlows:
+    return FakeFlows(switch=switch)
 
 
 @pytest.fixture

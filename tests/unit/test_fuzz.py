@@ -164,7 +164,7 @@ bodies = (
 class Harness:
     def __init__(self, tmp: Path) -> None:
         self.switch, self.links = FakeSwitch(), FakeLinks()
-        self.firewall, self.flows = FakeFirewall(), FakeFlows()
+        self.firewall, self.flows = FakeFirewall(), FakeFlows(switch=self.switch)
         self.links.host_devices.add("eth1")
         driver = Driver(self.switch, self.links, self.firewall, self.flows, datapath_type="netdev")
         self.server = PluginServer(tmp / "fuzz.sock", build_routes(driver))

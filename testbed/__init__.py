@@ -1,0 +1,1 @@
+"""The project's shared test bed: real tools (Open vSwitch, namespaces) driven for tests."""

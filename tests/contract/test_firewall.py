@@ -1,0 +1,152 @@
+"""Firewall: IptablesFirewall inside a private network namespace against FakeFirewall.
+
+iptables runs as a child of the namespace's thread, so it reads and writes that namespace's
+tables only; the host's rules (Docker's among them) are never seen or changed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from typing import Protocol
+
+import pytest
+
+from docker_ovs_plugin.adapters.iptables import IptablesFirewall, endpoint_comment
+from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping, Subnet
+from docker_ovs_plugin.service.ports import Firewall
+from unit.fakes import FakeFirewall
+
+from .conftest import IMPLEMENTATIONS
+from .netns import PrivateNetns
+
+NET, NET2 = "a1" * 32, "b2" * 32
+EP = "d4" * 32
+WEB = PortMapping("tcp", 80, 8080)
+
+
+class FirewallWorld(Protocol):
+    firewall: Firewall
+
+    def published(self, network: Network, endpoint: Endpoint) -> bool:
+        """Whether any published-port rule of the endpoint is in place."""
+
+
+class FakeWorld:
+    def __init__(self) -> None:
+        self.fake = FakeFirewall()
+        self.firewall: Firewall = self.fake
+
+    def published(self, network: Network, endpoint: Endpoint) -> bool:
+        return endpoint.endpoint_id in self.fake.published
+
+
+class InNetns:
+    """IptablesFirewall whose every call runs inside the namespace."""
+
+    def __init__(self, ns: PrivateNetns) -> None:
+        self._ns, self._fw = ns, IptablesFirewall()
+
+    def add_network(self, network: Network) -> None:
+        self._ns.run(lambda: self._fw.add_network(network))
+
+    def remove_network(self, network: Network) -> None:
+        self._ns.run(lambda: self._fw.remove_network(network))
+
+    def set_port_mappings(self, network: Network, endpoint: Endpoint) -> None:
+        self._ns.run(lambda: self._fw.set_port_mappings(network, endpoint))
+
+    def has_network(self, network: Network) -> bool:
+        return self._ns.run(lambda: self._fw.has_network(network))
+
+    def tagged_networks(self) -> set[str]:
+        return self._ns.run(self._fw.tagged_networks)
+
+    def remove_tagged(self, short_id: str) -> None:
+        self._ns.run(lambda: self._fw.remove_tagged(short_id))
+
+
+class RealWorld:
+    def __init__(self, ns: PrivateNetns) -> None:
+        self.ns = ns
+        self.firewall: Firewall = InNetns(ns)
+
+    def published(self, network: Network, endpoint: Endpoint) -> bool:
+        def listing() -> str:
+            argv = ["iptables", "-w", "5", "-t", "nat", "-S"]
+            return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+        return endpoint_comment(network.network_id, endpoint.endpoint_id) in self.ns.run(listing)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def world(request: pytest.FixtureRequest) -> FirewallWorld:
+    if request.param == "fake":
+        return FakeWorld()
+    return RealWorld(request.getfixturevalue("netns"))
+
+
+def network(network_id: str = NET) -> Network:
+    subnet = Subnet(ipaddress.ip_network("10.7.0.0/24"), ipaddress.ip_interface("10.7.0.1/24"))
+    return Network(network_id, "ovsbr-" + network_id[:8], 1500, ipv4=(subnet,))
+
+
+def endpoint(*mappings: PortMapping) -> Endpoint:
+    return Endpoint(
+        EP,
+        NET,
+        "02:42:0a:07:00:02",
+        ipv4=ipaddress.IPv4Interface("10.7.0.2/24"),
+        port_mappings=mappings,
+    )
+
+
+def test_a_network_rules_come_and_go(world: FirewallWorld) -> None:
+    fw, net = world.firewall, network()
+    assert not fw.has_network(net)
+    fw.add_network(net)
+    fw.add_network(net)  # idempotent
+    assert fw.has_network(net)
+    assert fw.tagged_networks() == {NET[:12]}
+    fw.remove_network(net)
+    assert not fw.has_network(net)
+    assert fw.tagged_networks() == set()
+    fw.remove_network(net)  # idempotent
+
+
+def test_networks_are_independent(world: FirewallWorld) -> None:
+    fw, first, second = world.firewall, network(), network(NET2)
+    fw.add_network(first)
+    fw.add_network(second)
+    fw.remove_network(first)
+    assert (fw.has_network(first), fw.has_network(second)) == (False, True)
+    assert fw.tagged_networks() == {NET2[:12]}
+
+
+def test_published_ports_are_exactly_the_mappings(world: FirewallWorld) -> None:
+    fw, net = world.firewall, network()
+    fw.add_network(net)
+    fw.set_port_mappings(net, endpoint(WEB))
+    assert world.published(net, endpoint(WEB))
+    fw.set_port_mappings(net, endpoint())
+    assert not world.published(net, endpoint())
+    assert fw.has_network(net)
+
+
+def test_removing_a_network_removes_its_published_ports(world: FirewallWorld) -> None:
+    fw, net = world.firewall, network()
+    fw.add_network(net)
+    fw.set_port_mappings(net, endpoint(WEB))
+    fw.remove_network(net)
+    assert not world.published(net, endpoint(WEB))
+    assert fw.tagged_networks() == set()
+
+
+def test_rules_of_an_unknown_network_are_removed_by_tag(world: FirewallWorld) -> None:
+    fw, net = world.firewall, network()
+    fw.add_network(net)
+    fw.set_port_mappings(net, endpoint(WEB))
+    fw.remove_tagged(NET[:12])
+    assert not fw.has_network(net)
+    assert not world.published(net, endpoint(WEB))
+    assert fw.tagged_networks() == set()
