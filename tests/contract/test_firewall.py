@@ -12,7 +12,8 @@ from typing import Protocol
 
 import pytest
 
-from docker_ovs_plugin.adapters.iptables import IptablesFirewall, endpoint_comment
+from docker_ovs_plugin.adapters.iptables import IptablesFirewall
+from docker_ovs_plugin.contract import endpoint_comment
 from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping, Subnet
 from docker_ovs_plugin.service.ports import Firewall
 from unit.fakes import FakeFirewall

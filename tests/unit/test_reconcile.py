@@ -198,10 +198,6 @@ def test_deleted_bridge_is_recreated_with_its_ports(world: World) -> None:
     assert "ovp" + EP[:12] in world.switch.ports
 
 
-@pytest.mark.xfail(
-    reason="Driver.repair_network re-adds the ports of a recreated bridge but not their flows, "
-    "which went with the bridge: port security comes back only on the next pass"
-)
 def test_recreated_bridge_gets_its_flows_back_in_the_same_pass(world: World) -> None:
     world.network_with(EP)
     del world.switch.bridges["ovsbr-aaaaaaaa"]

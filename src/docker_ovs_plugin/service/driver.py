@@ -146,6 +146,9 @@ class Driver:
                 for ep in view.endpoints:
                     if self._links.exists(ep.host_if):
                         self._switch.add_port(net, ep)
+                        # The flows went with the bridge: without them the port would run
+                        # without port security until the next pass.
+                        self._plumb_endpoint(net, ep)
             self._plumb_network(net)
 
     def has_bridge_record(self, net: Network) -> bool:
