@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import DRIVER, log, percentile
-from docker_ovs_plugin.http.client import UnixHTTPConnection
+from testbed.http import UnixHTTPConnection
 
 PLUGIN_DIR = Path("/run/docker/plugins")
 PIDFILE = Path("/run/docker-ovs-plugin-bench/plugin.pid")
