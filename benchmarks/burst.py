@@ -6,9 +6,9 @@ import statistics
 import subprocess
 import time
 
-from benchmarks.common import DRIVER, IMAGE, LABEL, PREFIX, ItemResult, Row, log, rotate
+from benchmarks.common import DRIVER, HOST, IMAGE, LABEL, PREFIX, ItemResult, Row, log, rotate
 from benchmarks.context import Context
-from benchmarks.dockerenv import docker_bin, network, remove_containers
+from benchmarks.dockerenv import network, remove_containers
 from benchmarks.plugin import request_breakdown
 
 SIDES = ("ovs", "bridge")
@@ -33,14 +33,12 @@ def _parallel(argvs: list[list[str]], timeout: float = 300) -> None:
 
 def _burst(net: str, tag: str, count: int, parallel: int) -> dict[str, float]:
     names = [f"{PREFIX}-burst-{tag}-{i}" for i in range(count)]
-    docker = docker_bin()
     try:
         t0 = time.perf_counter()
         for i in range(0, count, parallel):
             _parallel(
                 [
-                    [
-                        docker,
+                    HOST.docker_argv(
                         "run",
                         "-d",
                         "--name",
@@ -52,13 +50,13 @@ def _burst(net: str, tag: str, count: int, parallel: int) -> dict[str, float]:
                         IMAGE,
                         "sleep",
                         "600",
-                    ]
+                    )
                     for n in names[i : i + parallel]
                 ]
             )
         t1 = time.perf_counter()
         for i in range(0, count, parallel):
-            _parallel([[docker, "rm", "-f", n] for n in names[i : i + parallel]])
+            _parallel([HOST.docker_argv("rm", "-f", n) for n in names[i : i + parallel]])
         t2 = time.perf_counter()
     finally:
         remove_containers(names)  # only does something after an error

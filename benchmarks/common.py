@@ -1,4 +1,5 @@
-"""Shared helpers: commands, statistics, names, machine facts, progress output."""
+"""Shared helpers: the suite's names, statistics, results, machine facts, progress output
+(commands, Docker and the plugin come from the test bed, testbed/)."""
 
 from __future__ import annotations
 
@@ -12,55 +13,39 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testbed.commands import CommandError, run
+from testbed.host import LOCAL
+from testbed.image import IMAGE_TAG
+from testbed.suite import Suite
+
 REPO = Path(__file__).resolve().parent.parent
 
-#: Prefix of every docker object, namespace, bridge and link the suite creates itself.
-PREFIX = "ovsbench"
-#: Docker label on every container and network the suite creates (leftover sweeps use it).
-LABEL = "ovsbench"
-#: Driver name (and socket name) of the plugin instance the suite runs.
-DRIVER = "ovsbench"
-IMAGE = "docker-ovs-plugin-bench/busybox:latest"
+#: What the suite names its own: driver (and socket) name of the plugin instance it runs,
+#: the Docker label on every container and network it creates (leftover sweeps use it), the
+#: prefix of every docker object, namespace, bridge and link it creates itself.
+SUITE = Suite(
+    driver="ovsbench",
+    label="ovsbench",
+    prefix="ovsbench",
+    run_dir=Path("/run/docker-ovs-plugin-bench"),
+)
+PREFIX = SUITE.prefix
+LABEL = SUITE.label
+DRIVER = SUITE.driver
+#: The host measured (this machine).
+HOST = LOCAL
+IMAGE = IMAGE_TAG
 #: Hex prefix of the network and endpoint ids the suite sends to the plugin itself, so a
 #: later run can recognise (and remove) what an interrupted one left behind.
 ID_PREFIX = "be4c"
 
 
-class CommandFailed(RuntimeError):
-    def __init__(self, argv: Sequence[str], returncode: int | None, out: str, err: str) -> None:
-        status = "timed out" if returncode is None else f"exited {returncode}"
-        super().__init__(f"{' '.join(argv)} {status}\n{out.strip()}\n{err.strip()}".strip())
-        self.returncode = returncode
-
-
-def run(
-    argv: Sequence[str], *, check: bool = True, timeout: float = 120.0
-) -> subprocess.CompletedProcess[str]:
-    """Run a command (argument list, no shell) with a timeout; raise CommandFailed."""
-    try:
-        proc = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else ""
-        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else ""
-        raise CommandFailed(argv, None, out, err) from e
-    if check and proc.returncode != 0:
-        raise CommandFailed(argv, proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
-
-def timed(argv: Sequence[str], *, timeout: float = 120.0) -> float:
+def command_seconds(argv: Sequence[str], *, timeout: float = 120.0) -> float:
     """Seconds one successful command took, wall clock."""
     start = time.perf_counter()
     run(argv, timeout=timeout)
@@ -68,21 +53,11 @@ def timed(argv: Sequence[str], *, timeout: float = 120.0) -> float:
 
 
 def ovs_vsctl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run(["ovs-vsctl", "--timeout=20", *args], check=check, timeout=30)
+    return HOST.ovs_vsctl(*args, check=check, wait=20)
 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def wait_for(
-    predicate: Callable[[], bool], *, timeout: float, interval: float = 0.05, what: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def rotate(items: Sequence[str], i: int) -> list[str]:
@@ -183,7 +158,7 @@ class ItemResult:
 def _first_line(argv: Sequence[str]) -> str:
     try:
         out = run(argv, check=False, timeout=20).stdout.strip()
-    except (CommandFailed, OSError):
+    except (CommandError, OSError):
         return "?"
     return out.splitlines()[0] if out else "?"
 
@@ -243,8 +218,8 @@ def machine_info(datapath: str) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": _mem_total_gib(),
-        "docker_server": _first_line(["docker", "version", "-f", "{{.Server.Version}}"]),
-        "docker_client": _first_line(["docker", "version", "-f", "{{.Client.Version}}"]),
+        "docker_server": _first_line(HOST.docker_argv("version", "-f", "{{.Server.Version}}")),
+        "docker_client": _first_line(HOST.docker_argv("version", "-f", "{{.Client.Version}}")),
         "ovs": _first_line(["ovs-vswitchd", "--version"]),
         "datapath": datapath,
         "openvswitch_kernel_module": Path("/sys/module/openvswitch").exists(),

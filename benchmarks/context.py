@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.plugin import PluginProcess
+from benchmarks.plugin import BenchPlugin
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Settings:
 @dataclass
 class Context:
     settings: Settings
-    plugin: PluginProcess
+    plugin: BenchPlugin
     out_dir: Path
     #: Shared between items (e.g. the endpoint population of driver/restart/memory).
     shared: dict[str, Any] = field(default_factory=dict)

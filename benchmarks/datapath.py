@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from benchmarks.common import (
     DRIVER,
     PREFIX,
-    CommandFailed,
+    SUITE,
     ItemResult,
     Row,
     log,
     ovs_vsctl,
     rotate,
-    run,
     summary,
 )
 from benchmarks.context import Context
@@ -34,8 +33,8 @@ from benchmarks.dockerenv import (
     network,
     remove_containers,
     run_detached,
-    unique,
 )
+from testbed.commands import CommandError, run
 
 SIDES = ("ovs", "bare", "bridge")
 #: Context side: an ovs network without the port security flows (plain NORMAL, like the bare
@@ -122,7 +121,7 @@ def bare_ovs(datapath_type: str) -> Iterator[Pair]:
 @contextlib.contextmanager
 def container_pair(driver: str, kind: str, *options: str) -> Iterator[Pair]:
     with network(driver, kind, *options) as net:
-        names = [unique(f"{kind}-srv"), unique(f"{kind}-cli")]
+        names = [SUITE.unique_name(f"{kind}-srv"), SUITE.unique_name(f"{kind}-cli")]
         try:
             for name in names:
                 run_detached(name, net.name, "sleep", "3600")
@@ -167,7 +166,7 @@ def iperf(pair: Pair, seconds: int) -> dict[str, float]:
                 break
             if attempt == 49:
                 err = data.get("error") or proc.stderr
-                raise CommandFailed(argv, proc.returncode, proc.stdout[-2000:], str(err))
+                raise CommandError(argv, proc.returncode, proc.stdout[-2000:], str(err))
             time.sleep(0.1)
         end = data["end"]
         return {
@@ -202,13 +201,13 @@ def run_datapath(ctx: Context) -> ItemResult:
         try:
             pairs[NOSEC] = stack.enter_context(container_pair(DRIVER, "dpnosec", NOSEC_OPTION))
             runs[NOSEC] = []
-        except CommandFailed as e:  # a plugin version without the option
+        except CommandError as e:  # a plugin version without the option
             log(f"no {NOSEC} side: {str(e)[:200]}")
         try:
             pairs[NODNS] = stack.enter_context(container_pair(DRIVER, "dpnodns"))
             drop_docker_nat(pairs[NODNS])
             runs[NODNS] = []
-        except (CommandFailed, FileNotFoundError) as e:  # no nft, or iptables-legacy rules
+        except (CommandError, FileNotFoundError) as e:  # no nft, or iptables-legacy rules
             pairs.pop(NODNS, None)
             log(f"no {NODNS} side: {str(e)[:200]}")
         sides = list(pairs)

@@ -8,6 +8,7 @@ of endpoints (CreateEndpoint + Join, each a real veth pair and OVS port) is grow
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import secrets
@@ -28,21 +29,24 @@ from benchmarks.common import (
     Row,
     log,
     ovs_vsctl,
-    run,
     summary,
-    wait_for,
 )
 from benchmarks.context import Context
-from benchmarks.plugin import PluginClient, PluginProcess
+from benchmarks.plugin import BenchPlugin
 from benchmarks.profiling import Recorder
-from benchmarks.recovery import vswitchd_answers
+from benchmarks.recovery import OVS
+from testbed.commands import run, wait_until
+from testbed.http import PluginClient
 
 POOL = ipaddress.ip_network("10.252.0.0/16")
 GATEWAY = f"{POOL.network_address + 1}/{POOL.prefixlen}"
 #: Addresses of the timed create/delete cycles (the population counts up from .0.2).
 CYCLE_BASE = int(POOL.network_address) + 250 * 256
 STATE_FILE = Path("/run/docker-ovs-plugin-bench/networks.json")
-OPTIONS = {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}
+OPTIONS: dict[str, list[Any]] = {
+    "com.docker.network.endpoint.exposedports": [],
+    "com.docker.network.portmap": [],
+}
 P99_TARGET_MS = 20.0
 SCALING_TARGET = 1.2
 RESTART_TARGET_S = 1.0
@@ -69,7 +73,7 @@ def _remember(network_id: str, present: bool) -> None:
     STATE_FILE.write_text(json.dumps(sorted(ids)))
 
 
-def sweep(plugin: PluginProcess) -> None:
+def sweep(plugin: BenchPlugin) -> None:
     """Delete the socket-driven networks an interrupted earlier run left (plugin running)."""
     try:
         ids = json.loads(STATE_FILE.read_text())
@@ -117,7 +121,7 @@ def _delete_links(prefix: str) -> None:
 class Population:
     """A plugin network and the endpoints present on it."""
 
-    def __init__(self, plugin: PluginProcess) -> None:
+    def __init__(self, plugin: BenchPlugin) -> None:
         self.plugin = plugin
         self.network_id = new_id()
         self.endpoints: list[tuple[str, str]] = []  # (endpoint id, address CIDR)
@@ -205,7 +209,7 @@ class Population:
                 if attempt == 3:
                     raise
                 log(f"retrying after: {str(e)[:160]}")
-                wait_for(vswitchd_answers, timeout=60, interval=0.2, what="ovs-vswitchd")
+                wait_until(OVS.vswitchd_answers, timeout=60, interval=0.2, what="ovs-vswitchd")
                 time.sleep(2.0)
 
     def grow_to(self, n: int) -> float:
@@ -214,8 +218,8 @@ class Population:
         while len(self.endpoints) < n:
             endpoint_id, address = new_id(), self._address(len(self.endpoints))
             t0 = time.perf_counter()
-            self._retry(lambda e=endpoint_id, a=address: self.create_endpoint(e, a))
-            self._retry(lambda e=endpoint_id: self.join(e))
+            self._retry(functools.partial(self.create_endpoint, endpoint_id, address))
+            self._retry(functools.partial(self.join, endpoint_id))
             self.create_ms.append((len(self.endpoints), (time.perf_counter() - t0) * 1000))
             self.endpoints.append((endpoint_id, address))
             if len(self.endpoints) % 250 == 0:
@@ -231,8 +235,8 @@ class Population:
         while self.endpoints:
             endpoint_id, _ = self.endpoints[-1]
             t0 = time.perf_counter()
-            self._retry(lambda e=endpoint_id: self.leave(e))
-            self._retry(lambda e=endpoint_id: self.delete_endpoint(e))
+            self._retry(functools.partial(self.leave, endpoint_id))
+            self._retry(functools.partial(self.delete_endpoint, endpoint_id))
             self.delete_ms.append((len(self.endpoints), (time.perf_counter() - t0) * 1000))
             self.endpoints.pop()
             if len(self.endpoints) % 250 == 0 and self.endpoints:
@@ -437,7 +441,7 @@ def run_memory(ctx: Context) -> ItemResult:
 # -- restart ---------------------------------------------------------------------------------
 
 
-def _import_floor(plugin: PluginProcess) -> float:
+def _import_floor(plugin: BenchPlugin) -> float:
     """Seconds for a bare interpreter to import the plugin's modules (context for restart)."""
     t0 = time.perf_counter()
     subprocess.run(
@@ -449,11 +453,9 @@ def _import_floor(plugin: PluginProcess) -> float:
     return time.perf_counter() - t0
 
 
-def _log_offsets(plugin: PluginProcess, mark: int, exec_wall: float) -> dict[str, float]:
+def _log_offsets(plugin: BenchPlugin, mark: int, exec_wall: float) -> dict[str, float]:
     """Seconds from exec to the startup lines the plugin logs (asctime has ms resolution)."""
-    with plugin.log_path.open("rb") as f:
-        f.seek(mark)
-        text = f.read().decode(errors="replace")
+    text = plugin.log_since(mark)
     out: dict[str, float] = {}
     for line in text.splitlines():
         for key, needle in (
@@ -474,7 +476,8 @@ def _restart_once(pop: Population) -> dict[str, Any]:
     probe_id, probe_addr = pop.endpoints[0]
     expected_port = "ovp" + probe_id[:12]
     pop.client.close()
-    stop_s = plugin.stop(signal.SIGTERM)
+    plugin.stop(signal.SIGTERM)
+    stop_s = plugin.stop_seconds
     mark = plugin.log_mark()
     exec_wall = time.time()
     t0 = plugin.spawn()

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import statistics
 
-from benchmarks.common import DRIVER, IMAGE, LABEL, ItemResult, Row, log, ratio_ci, rotate, summary
-from benchmarks.common import timed as timed_cmd
+from benchmarks.common import (
+    DRIVER,
+    HOST,
+    IMAGE,
+    LABEL,
+    ItemResult,
+    Row,
+    command_seconds,
+    log,
+    ratio_ci,
+    rotate,
+    summary,
+)
 from benchmarks.context import Context
-from benchmarks.dockerenv import docker_bin, network
+from benchmarks.dockerenv import network
 from benchmarks.plugin import request_breakdown
 
 SIDES = ("ovs", "bridge", "none")
@@ -15,7 +26,7 @@ WARMUP = 2
 
 
 def _argv(net: str) -> list[str]:
-    return [docker_bin(), "run", "--rm", "--net", net, "--label", LABEL, IMAGE, "true"]
+    return HOST.docker_argv("run", "--rm", "--net", net, "--label", LABEL, IMAGE, "true")
 
 
 def run_lifecycle(ctx: Context) -> ItemResult:
@@ -25,15 +36,15 @@ def run_lifecycle(ctx: Context) -> ItemResult:
         nets = {"ovs": ovs.name, "bridge": br.name, "none": "none"}
         for side in SIDES:
             for _ in range(WARMUP):
-                timed_cmd(_argv(nets[side]))
+                command_seconds(_argv(nets[side]))
         mark = ctx.plugin.log_mark()
         samples: dict[str, list[float]] = {s: [] for s in SIDES}
         for i in range(rounds):
             for side in rotate(SIDES, i):
-                samples[side].append(timed_cmd(_argv(nets[side])))
+                samples[side].append(command_seconds(_argv(nets[side])))
             if (i + 1) % 5 == 0:
-                med = {s: f"{statistics.median(v):.3f}" for s, v in samples.items()}
-                log(f"lifecycle round {i + 1}/{rounds}: medians {med}")
+                progress = {s: f"{statistics.median(v):.3f}" for s, v in samples.items()}
+                log(f"lifecycle round {i + 1}/{rounds}: medians {progress}")
         breakdown = request_breakdown(ctx.plugin.requests_since(mark), rounds)
 
     stats = {s: summary(v) for s, v in samples.items()}

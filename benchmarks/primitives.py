@@ -10,13 +10,13 @@ the lifecycle and driver figures, no target).
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.common import PREFIX, ItemResult, Row, ovs_vsctl, run, summary
+from benchmarks.common import PREFIX, ItemResult, Row, ovs_vsctl, summary
 from benchmarks.context import Context
+from testbed.commands import run
 
 BRIDGE = f"{PREFIX}-prim"
 HOST, PEER = f"{PREFIX}-p0", f"{PREFIX}-q0"
@@ -40,11 +40,9 @@ def _filler(i: int) -> str:
 
 def _batch(lines: list[str]) -> None:
     """`ip -force -batch -`: thousands of link operations in one process."""
-    subprocess.run(
+    run(
         ["ip", "-force", "-batch", "-"],
-        input="\n".join(lines) + "\n",
-        text=True,
-        capture_output=True,
+        input_text="\n".join(lines) + "\n",
         timeout=600,
         check=False,
     )

@@ -19,9 +19,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import DRIVER, IMAGE, LABEL, ItemResult, Row, log, timed
+from benchmarks.common import DRIVER, HOST, IMAGE, LABEL, ItemResult, Row, command_seconds, log
 from benchmarks.context import Context
-from benchmarks.dockerenv import docker_bin, network
+from benchmarks.dockerenv import network
 from benchmarks.plugin import request_breakdown
 
 RATE = 250  # samples per second and thread
@@ -182,13 +182,13 @@ def run_profile(ctx: Context) -> ItemResult:
     res = ItemResult("profile")
     n = ctx.settings.profile_containers
     raw = ctx.out_dir / "profile-lifecycle.raw.txt"
-    argv = [docker_bin(), "run", "--rm", "--label", LABEL, "--net"]
+    argv = HOST.docker_argv("run", "--rm", "--label", LABEL, "--net")
     with network(DRIVER, "prof") as net:
-        timed([*argv, net.name, IMAGE, "true"])  # warm-up
+        command_seconds([*argv, net.name, IMAGE, "true"])  # warm-up
         mark = ctx.plugin.log_mark()
         vs_mark = _vswitchd_log_mark()
         with Recorder(ctx.plugin.pid, raw) as recorder:
-            times = [timed([*argv, net.name, IMAGE, "true"]) for _ in range(n)]
+            times = [command_seconds([*argv, net.name, IMAGE, "true"]) for _ in range(n)]
         breakdown = request_breakdown(ctx.plugin.requests_since(mark), n)
     polls = _long_polls(vs_mark)
     res.data = {

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import DRIVER, ItemResult, Row, log, run, wait_for
+from benchmarks.common import DRIVER, HOST, SUITE, ItemResult, Row, log
 from benchmarks.context import Context
 from benchmarks.dockerenv import (
     container_ip,
@@ -20,49 +20,30 @@ from benchmarks.dockerenv import (
     network,
     remove_containers,
     run_detached,
-    unique,
 )
+from testbed.commands import WaitTimeout, run, wait_until
+from testbed.daemons import OpenVSwitch
 
 TARGET_S = 2.0
 INTERVAL = 0.05
-OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-PIDFILE = Path("/var/run/openvswitch/ovs-vswitchd.pid")
 PINGER = Path(__file__).with_name("pinger.py")
-
-
-def vswitchd_pid() -> int | None:
-    try:
-        pid = int(PIDFILE.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if Path(f"/proc/{pid}").exists() else None
-
-
-def vswitchd_answers() -> bool:
-    return run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode == 0
-
-
-def start_vswitchd() -> None:
-    if Path("/run/systemd/system").is_dir():
-        run(["systemctl", "start", "ovs-vswitchd"], timeout=120)
-    else:
-        run([OVS_CTL, "--no-ovsdb-server", "--system-id=random", "start"], timeout=120)
+OVS = OpenVSwitch(HOST)
 
 
 def restart_vswitchd() -> dict[str, float]:
     """Stop ovs-vswitchd gracefully and start it again; wall-clock timestamps of the steps."""
-    old = vswitchd_pid()
+    old = OVS.vswitchd_pid()
     t0 = time.time()
     run(["ovs-appctl", "-t", "ovs-vswitchd", "exit"], check=False, timeout=60)
     if old is not None:
-        wait_for(
+        wait_until(
             lambda: not Path(f"/proc/{old}").exists(),
             timeout=60,
             interval=0.005,
             what="ovs-vswitchd to exit",
         )
     gone = time.time()
-    start_vswitchd()
+    OVS.start_vswitchd()
     started = time.time()
     return {"begin": t0, "gone": gone, "started": started}
 
@@ -147,13 +128,14 @@ def _wait_for_tests(own_pid: int) -> None:
 def _one_restart(netns: str, target: str, bridge: str, flows_before: int) -> dict[str, float]:
     pinger = Pinger(netns, target, duration=120)
     try:
-        wait_for(
+        wait_until(
             lambda: pinger.first_reply_after(0) is not None,
             timeout=20,
+            interval=0.05,
             what="first ping reply before the restart",
         )
         steps = restart_vswitchd()
-        wait_for(
+        wait_until(
             lambda: pinger.first_reply_after(steps["gone"]) is not None,
             timeout=60,
             interval=0.01,
@@ -163,8 +145,8 @@ def _one_restart(netns: str, target: str, bridge: str, flows_before: int) -> dic
         # The plugin puts its flows (port security) back after a vswitchd restart.
         flows_back = float("nan")
         if flows_before > 1:
-            with contextlib.suppress(TimeoutError):
-                wait_for(
+            with contextlib.suppress(WaitTimeout):
+                wait_until(
                     lambda: flow_count(bridge) >= flows_before,
                     timeout=30,
                     interval=0.05,
@@ -188,9 +170,9 @@ def run_recovery(ctx: Context) -> ItemResult:
     _wait_for_tests(ctx.plugin.pid)
     # The plugin puts back what a vswitchd restart loses (flows, addresses) from its reconciler.
     ctx.plugin.restart_with(reconcile=True)
-    rounds = []
+    rounds: list[dict[str, float]] = []
     with network(DRIVER, "rec") as net:
-        names = [unique("rec-a"), unique("rec-b")]
+        names = [SUITE.unique_name("rec-a"), SUITE.unique_name("rec-b")]
         try:
             for name in names:
                 run_detached(name, net.name, "sleep", "3600")
@@ -210,9 +192,9 @@ def run_recovery(ctx: Context) -> ItemResult:
                 log(f"recovery round {r + 1}: {rounds[-1]['recovered_s']:.3f} s")
                 time.sleep(1.0)
         finally:
-            if vswitchd_pid() is None:
+            if OVS.vswitchd_pid() is None:
                 log("ovs-vswitchd is not running: starting it")
-                start_vswitchd()
+                OVS.start_vswitchd()
             remove_containers(names)
     ctx.plugin.restart_with(reconcile=False)
     times = [x["recovered_s"] for x in rounds]

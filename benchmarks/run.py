@@ -19,10 +19,10 @@ from benchmarks.common import REPO, ItemResult, log, machine_info
 from benchmarks.context import Context, Settings
 from benchmarks.datapath import remove_bare, run_datapath
 from benchmarks.lifecycle import run_lifecycle
-from benchmarks.plugin import PluginProcess
+from benchmarks.plugin import BenchPlugin
 from benchmarks.primitives import run_primitives
 from benchmarks.profiling import run_profile
-from benchmarks.recovery import other_test_runs, run_recovery, vswitchd_pid
+from benchmarks.recovery import OVS, other_test_runs, run_recovery
 from benchmarks.report import markdown, plot, table, write_json
 
 #: Run order: the plugin restart comes after the items that need a steady plugin, and the
@@ -134,7 +134,7 @@ def _run_items(
             if not plugin.running:
                 plugin.start()
             t0 = time.perf_counter()
-            vswitchd_before = vswitchd_pid()
+            vswitchd_before = OVS.vswitchd_pid()
             try:
                 result = ITEMS[name](ctx)
             except Exception as e:
@@ -144,7 +144,7 @@ def _run_items(
                 # a `doctor --fix` or a test suite cleans up the host: name who was running.
                 result.data["concurrent_processes"] = other_test_runs(plugin.pid)
             result.seconds = time.perf_counter() - t0
-            if name != "recovery" and vswitchd_pid() != vswitchd_before:
+            if name != "recovery" and OVS.vswitchd_pid() != vswitchd_before:
                 # Someone else restarted ovs-vswitchd meanwhile: say so next to the figures.
                 note = "DISTURBED: ovs-vswitchd was restarted by another process during this item"
                 log(note)
@@ -206,12 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from docker_ovs_plugin.adapters import datapath  # noqa: PLC0415 (after the root check)
 
+    plugin = BenchPlugin.create(out)
     plugin_log = out / "plugin.log"
     plugin_log.unlink(missing_ok=True)
-    plugin = PluginProcess(plugin_log)
     code = plugin.snapshot_source(REPO / "src" / "docker_ovs_plugin", out / "plugin-src")
     ctx = Context(settings=settings, plugin=plugin, out_dir=out)
-    meta = {
+    meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:]),
         "quick": settings.quick,

@@ -26,24 +26,30 @@ from pathlib import Path
 
 import pytest
 
-from .support import (
-    DOCKER_WORKAROUNDS,
-    DRIVER_NAME,
+from testbed import (
     IMAGE_TAG,
-    RETRIED_EXCHANGES,
     DockerEnv,
     HostSnapshot,
     OutsideHost,
-    Plugin,
     PluginError,
+    PluginProcess,
     build_busybox_image,
+)
+from testbed.docker import RETRIED_EXCHANGES
+
+from .support import (
+    DOCKER_WORKAROUNDS,
+    HOST,
     ci_mode,
+    docker_env,
+    e2e_plugin,
+    make_outside_host,
     missing_requirement,
     remove_leftovers,
     take_snapshot,
 )
 
-PLUGIN_KEY = pytest.StashKey[Plugin]()
+PLUGIN_KEY = pytest.StashKey[PluginProcess]()
 PLUGIN_LOGS_KEY = pytest.StashKey[tuple[list[Path], str]]()
 
 
@@ -64,7 +70,7 @@ def e2e_requirements() -> None:
 @pytest.fixture(scope="session")
 def busybox_image(e2e_requirements: None) -> str:
     """The busybox test image, built once with ``docker import`` (reused if tagged)."""
-    build_busybox_image(IMAGE_TAG)
+    build_busybox_image(HOST, IMAGE_TAG)
     return IMAGE_TAG
 
 
@@ -73,9 +79,9 @@ def plugin_session(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     e2e_requirements: None,
-) -> Iterator[Plugin]:
+) -> Iterator[PluginProcess]:
     """The plugin process, shared by the session (restart tests stop/start it)."""
-    plugin = Plugin(DRIVER_NAME, tmp_path_factory.mktemp("plugin-logs"))
+    plugin = e2e_plugin(tmp_path_factory.mktemp("plugin-logs"))
     plugin.reap_orphan()
     request.config.stash[PLUGIN_KEY] = plugin
     try:
@@ -97,7 +103,7 @@ def plugin_session(
 
 
 @pytest.fixture
-def plugin(plugin_session: Plugin) -> Iterator[Plugin]:
+def plugin(plugin_session: PluginProcess) -> Iterator[PluginProcess]:
     """The session plugin, (re)started if an earlier test left it stopped.
 
     Fails the test if the plugin process died on its own while the test ran.
@@ -116,9 +122,9 @@ def plugin(plugin_session: Plugin) -> Iterator[Plugin]:
 
 
 @pytest.fixture
-def dk(plugin: Plugin, busybox_image: str) -> Iterator[DockerEnv]:
+def dk(plugin: PluginProcess, busybox_image: str) -> Iterator[DockerEnv]:
     """Docker helper whose networks and containers are always removed at teardown."""
-    env = DockerEnv(plugin, image=busybox_image)
+    env = docker_env(plugin, image=busybox_image)
     try:
         yield env
     finally:
@@ -132,7 +138,7 @@ def outside_host(
     tmp_path_factory: pytest.TempPathFactory, e2e_requirements: None
 ) -> Iterator[OutsideHost]:
     """Namespace ``ovse2e-out`` (198.51.100.2/24, TCP server) linked to the host."""
-    host = OutsideHost(tmp_path_factory.mktemp("outside"))
+    host = make_outside_host(tmp_path_factory.mktemp("outside"))
     try:
         host.create()
         yield host
@@ -141,7 +147,7 @@ def outside_host(
 
 
 @pytest.fixture
-def snapshot_before(plugin: Plugin, busybox_image: str) -> HostSnapshot:
+def snapshot_before(plugin: PluginProcess, busybox_image: str) -> HostSnapshot:
     """Host state (OVS, links, iptables) with the plugin up, before the test acts."""
     return take_snapshot()
 

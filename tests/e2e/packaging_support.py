@@ -19,16 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .support import (
-    PLUGIN_DIR,
-    Container,
-    DockerEnv,
-    Network,
-    docker,
-    plugin_call,
-    run,
-    wait_until,
-)
+from testbed import Container, DockerEnv, Network, PluginProcess, Suite, wait_until
+from testbed.docker import remove_containers
+from testbed.http import answers_activate
+
+from .support import HOST, SUITE, docker, ovs_vsctl, run
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
@@ -98,16 +93,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def answers_activate(sock: Path) -> bool:
-    if not sock.exists():
-        return False
-    try:
-        status, body = plugin_call(sock, "Plugin.Activate", timeout=2.0)
-    except OSError:
-        return False
-    return status == 200 and "NetworkDriver" in (body or {}).get("Implements", [])
-
-
 def remove_networks(driver: str) -> None:
     """Containers on, then the networks of, one driver name (leftovers of a killed run)."""
     nets = docker("network", "ls", "-q", "--filter", f"driver={driver}").stdout.split()
@@ -139,17 +124,20 @@ class ExternalPlugin:
 PKG_LABEL = "docker-ovs-plugin-pkg-e2e"
 
 
+PKG_SUITE = Suite(
+    driver=CONTAINER_DRIVER, label=PKG_LABEL, prefix="ovspkg", run_dir=SUITE.run_dir / "pkg"
+)
+
+
 class PkgDockerEnv(DockerEnv):
     """DockerEnv whose containers carry this suite's own label and name prefix."""
 
-    label = PKG_LABEL
-    container_prefix = "ovspkg-c"
+    def __init__(self, plugin: ExternalPlugin | PluginProcess, image: str, driver: str) -> None:
+        super().__init__(plugin, PKG_SUITE, host=HOST, image=image, driver=driver)
 
 
 def remove_labelled_containers() -> None:
-    ids = docker("ps", "-aq", "--filter", f"label={PKG_LABEL}").stdout.split()
-    if ids:
-        docker("rm", "-f", *ids, check=False, timeout=120)
+    remove_containers(HOST, docker("ps", "-aq", "--filter", f"label={PKG_LABEL}").stdout.split())
 
 
 def smoke(env: DockerEnv, subnet: str, gateway: str) -> tuple[Network, Container, Container]:
@@ -166,11 +154,6 @@ def smoke(env: DockerEnv, subnet: str, gateway: str) -> tuple[Network, Container
 
 def network_driver(name: str) -> str:
     return docker("network", "inspect", "-f", "{{.Driver}}", name).stdout.strip()
-
-
-def bridge_exists(bridge: str) -> bool:
-    proc = run(["ovs-vsctl", "--timeout=10", "br-exists", bridge], check=False, timeout=20)
-    return proc.returncode == 0
 
 
 def wait_status_counters(
@@ -221,9 +204,7 @@ def check_status(
         assert ep["ipv4"].split("/")[0] == c.ip
         assert ep["mac"] == c.mac
         assert ep["port"] == c.host_veth
-        ofport = run(
-            ["ovs-vsctl", "--timeout=10", "get", "Interface", c.host_veth, "ofport"]
-        ).stdout.strip()
+        ofport = ovs_vsctl("get", "Interface", c.host_veth, "ofport").stdout.strip()
         assert ep["ofport"] == int(ofport)
         assert ep["vlan"] is None
         assert ep["statistics"]["rx_packets"] > 0
@@ -288,36 +269,7 @@ def compose_containers(project: str) -> list[str]:
     ).stdout.split()
 
 
-def plugin_socket(driver: str) -> Path:
-    return PLUGIN_DIR / f"{driver}.sock"
-
-
-def host_ovs_stop() -> None:
-    """Stop the host's Open vSwitch (ovsdb-server and ovs-vswitchd)."""
-    if Path("/run/systemd/system").is_dir():
-        run(["systemctl", "stop", "openvswitch-switch"], timeout=120)
-    else:
-        run(["/usr/share/openvswitch/scripts/ovs-ctl", "stop"], timeout=120)
-
-
-def host_ovs_start() -> None:
-    if Path("/run/systemd/system").is_dir():
-        run(["systemctl", "start", "openvswitch-switch"], timeout=120)
-    else:
-        run(["/usr/share/openvswitch/scripts/ovs-ctl", "start", "--system-id=random"], timeout=180)
-    run(["ovs-vsctl", "--timeout=30", "wait-until", "Open_vSwitch", "."], timeout=60)
-    wait_until(
-        lambda: run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode == 0,
-        timeout=60,
-        what="the host's ovs-vswitchd",
-    )
-
-
-def host_ovs_running() -> bool:
-    return (
-        run(["ovs-vsctl", "--timeout=3", "show"], check=False, timeout=10).returncode == 0
-        and run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode == 0
-    )
+plugin_socket = HOST.plugin_socket
 
 
 def json_log_lines(text: str) -> list[dict[str, Any]]:

@@ -6,18 +6,16 @@ import ipaddress
 
 import pytest
 
+from testbed import DockerEnv, HostSnapshot, OutsideHost, wait_until
+
 from .support import (
     OWNER,
-    DockerEnv,
-    HostSnapshot,
-    OutsideHost,
     assert_snapshot_restored,
     link_exists,
     ovs_bridge_exists,
     ovs_external_ids,
     ovs_port_to_bridge,
     ovs_ports,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e

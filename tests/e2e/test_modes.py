@@ -17,12 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from testbed import Container, DockerEnv, HostSnapshot, OutsideHost, wait_until
+
 from .support import (
     NAME_PREFIX,
-    Container,
-    DockerEnv,
-    HostSnapshot,
-    OutsideHost,
     assert_snapshot_restored,
     docker,
     link_exists,
@@ -30,7 +28,6 @@ from .support import (
     ovs_vsctl,
     run,
     take_snapshot,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e

@@ -6,12 +6,11 @@ import json
 
 import pytest
 
+from testbed import DockerEnv, HostSnapshot, Network
+
 from .support import (
     DRIVER_NAME,
     OWNER,
-    DockerEnv,
-    HostSnapshot,
-    Network,
     assert_snapshot_restored,
     link_info,
     link_ipv4_cidrs,

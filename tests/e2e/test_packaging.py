@@ -26,13 +26,17 @@ from pathlib import Path
 
 import pytest
 
+from testbed import wait_until
+from testbed.http import answers_activate
+
 from . import packaging_support as pk
 from .support import (
+    OVS,
     PLUGIN_DIR,
     ci_mode,
     docker,
+    ovs_bridge_exists,
     run,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
@@ -113,7 +117,7 @@ def test_container_image(plugin_image: str, busybox_image: str, leftovers_remove
                 "serve", "--name", driver, "--log-format", "json",
                 "--metrics-address", f"127.0.0.1:{metrics_port}",
             )  # fmt: skip
-            wait_until(lambda: pk.answers_activate(sock), timeout=30, what=f"{sock}")
+            wait_until(lambda: answers_activate(sock), timeout=30, what=f"{sock}")
         with pk.timed("container: smoke", TIMINGS):
             net, a, b = pk.smoke(env, "10.211.1.0/24", "10.211.1.1")
         assert pk.network_driver(net.name) == driver
@@ -143,7 +147,7 @@ def test_container_image(plugin_image: str, busybox_image: str, leftovers_remove
         with pk.timed("container: removal", TIMINGS):
             errors = env.cleanup()
         assert not errors, errors
-        assert not pk.bridge_exists(net.bridge)
+        assert not ovs_bridge_exists(net.bridge)
         assert docker("network", "inspect", net.name, check=False).returncode != 0
 
         with pk.timed("container: stop", TIMINGS):
@@ -200,7 +204,7 @@ def test_managed_plugin(plugin_image: str, busybox_image: str, leftovers_removed
             assert not errors, errors
             docker("plugin", "disable", ref, timeout=60)
             docker("plugin", "rm", ref, timeout=60)
-        assert not pk.bridge_exists(net.bridge)
+        assert not ovs_bridge_exists(net.bridge)
     finally:
         env.cleanup()
         docker("plugin", "disable", "-f", ref, check=False, timeout=60)
@@ -224,7 +228,7 @@ def test_compose_with_host_ovs(
     try:
         with pk.timed("compose (host OVS): up", TIMINGS):
             pk.compose(project, cenv, "up", "-d", "--no-deps", "plugin")
-            wait_until(lambda: pk.answers_activate(sock), timeout=30, what=f"{sock}")
+            wait_until(lambda: answers_activate(sock), timeout=30, what=f"{sock}")
         assert len(pk.compose_containers(project)) == 1  # no Open vSwitch container
         with pk.timed("compose (host OVS): smoke", TIMINGS):
             net, a, b = pk.smoke(env, "10.211.3.0/24", "10.211.3.1")
@@ -237,7 +241,7 @@ def test_compose_with_host_ovs(
             pk.compose(project, cenv, "down", "--volumes", "--timeout", "20")
         assert not pk.compose_containers(project)
         assert not sock.exists()
-        assert not pk.bridge_exists(net.bridge)
+        assert not ovs_bridge_exists(net.bridge)
     finally:
         env.cleanup()
         pk.compose_down(project, cenv)
@@ -276,11 +280,11 @@ def test_compose_with_bundled_ovs(
         with pk.timed("compose (bundled OVS): build", TIMINGS):
             pk.compose(project, cenv, "build", "openvswitch")
         with pk.timed("compose (bundled OVS): up", TIMINGS):
-            pk.host_ovs_stop()
+            OVS.stop()
             stopped = True
             # up waits until the Open vSwitch container is healthy before starting the plugin.
             pk.compose(project, cenv, "up", "-d")
-            wait_until(lambda: pk.answers_activate(sock), timeout=60, what=f"{sock}")
+            wait_until(lambda: answers_activate(sock), timeout=60, what=f"{sock}")
         ovs_container = [
             c for c in pk.compose_containers(project)
             if "openvswitch" in docker("inspect", "-f", "{{.Name}}", c).stdout
@@ -306,9 +310,9 @@ def test_compose_with_bundled_ovs(
         pk.compose_down(project, cenv)
         if stopped:
             with pk.timed("compose (bundled OVS): host OVS back", TIMINGS):
-                pk.host_ovs_start()
-    assert pk.host_ovs_running()
-    assert not pk.bridge_exists(bridge)
+                OVS.start()
+    assert OVS.running()
+    assert not ovs_bridge_exists(bridge)
 
 
 SYSTEMD_MASKED = (
@@ -465,9 +469,9 @@ def test_systemd_unit(
             )
 
         # Clean stop: SIGTERM, exit status 0 well within TimeoutStopSec, socket removed.
-        started = time.monotonic()
+        stop_began = time.monotonic()
         sh("systemctl stop docker-ovs-plugin.service")
-        stop_seconds = time.monotonic() - started
+        stop_seconds = time.monotonic() - stop_began
         TIMINGS["systemd: stop"] = round(stop_seconds, 1)
         stopped = show("docker-ovs-plugin.service", "Result", "ExecMainStatus", "ActiveState")
         assert stopped == {"Result": "success", "ExecMainStatus": "0", "ActiveState": "inactive"}

@@ -22,16 +22,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .support import (
-    DOCKER_WORKAROUNDS,
-    DRIVER_NAME,
-    NAME_PREFIX,
-    OWNER,
+from testbed import (
     Container,
     DockerEnv,
     HostSnapshot,
     Network,
-    Plugin,
+    PluginProcess,
+    plugin_call,
+    wait_until,
+)
+from testbed.daemons import Dockerd, managed_containerd
+
+from .support import (
+    DOCKER_WORKAROUNDS,
+    DRIVER_NAME,
+    HOST,
+    NAME_PREFIX,
+    OVS,
+    OWNER,
     assert_snapshot_restored,
     docker,
     link_exists,
@@ -39,17 +47,13 @@ from .support import (
     network_rm_refused_for_good,
     ovs_bridge_exists,
     ovs_vsctl,
-    plugin_call,
     run,
     take_snapshot,
     unique_name,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
-OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
-RUNDIR = Path("/var/run/openvswitch")
 # The e2e plugin removes what stays stale for 4 s, checking every 2 s.
 COLLECT_TIMEOUT = 30.0
 
@@ -97,7 +101,7 @@ def endpoint_cookie(net: Network, c: Container) -> str:
 
 
 def test_sigkill_while_containers_start_leaves_nothing(
-    plugin: Plugin, dk: DockerEnv, snapshot_before: HostSnapshot
+    plugin: PluginProcess, dk: DockerEnv, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.250.0.0/24", gateway="10.250.0.1")
     started: list[Container] = []
@@ -131,7 +135,7 @@ def test_sigkill_while_containers_start_leaves_nothing(
 
 
 def test_endpoint_removed_while_the_plugin_was_down_is_collected(
-    plugin: Plugin, dk: DockerEnv, snapshot_before: HostSnapshot
+    plugin: PluginProcess, dk: DockerEnv, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.250.1.0/24", gateway="10.250.1.1")
     keep = dk.run_container(net)
@@ -157,50 +161,35 @@ def test_endpoint_removed_while_the_plugin_was_down_is_collected(
 # -- Open vSwitch faults ----------------------------------------------------------------------
 
 
-def _vswitchd_pid() -> int | None:
-    try:
-        return int((RUNDIR / "ovs-vswitchd.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _start_vswitchd() -> None:
-    run([OVS_CTL, "--no-ovsdb-server", "start", "--system-id=random"], timeout=120)
-
-
-def _start_ovsdb_server() -> None:
-    run([OVS_CTL, "--no-ovs-vswitchd", "start", "--system-id=random"], timeout=120)
-
-
 @pytest.fixture
 def ovs_restored() -> Iterator[None]:
     """Whatever a test does to the OVS daemons, both run again afterwards."""
     try:
         yield
     finally:
-        if run(["ovs-vsctl", "--timeout=3", "show"], check=False).returncode != 0:
-            _start_ovsdb_server()
-        if run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode != 0:
-            _start_vswitchd()
+        if not OVS.ovsdb_answers():
+            OVS.start_ovsdb_server()
+        if not OVS.vswitchd_answers():
+            OVS.start_vswitchd()
 
 
 def test_vswitchd_restart_puts_addresses_and_flows_back_within_2s(
-    plugin: Plugin, dk: DockerEnv, ovs_restored: None, snapshot_before: HostSnapshot
+    plugin: PluginProcess, dk: DockerEnv, ovs_restored: None, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.250.2.0/24", gateway="10.250.2.1")
     a = dk.run_container(net)
     b = dk.run_container(net)
     dk.assert_ping(a, net.gateway)
-    old = _vswitchd_pid()
+    old = OVS.vswitchd_pid()
     run(["ovs-appctl", "-t", "ovs-vswitchd", "exit"])
     wait_until(
         lambda: run(["ovs-appctl", "-t", "ovs-vswitchd", "version"], check=False).returncode != 0,
         timeout=10,
         what="vswitchd to stop",
     )
-    _start_vswitchd()
+    OVS.start_vswitchd()
     back = time.monotonic()
-    assert _vswitchd_pid() != old
+    assert OVS.vswitchd_pid() != old
 
     def recovered() -> bool:
         f = flows(net.bridge)
@@ -222,7 +211,7 @@ def test_vswitchd_restart_puts_addresses_and_flows_back_within_2s(
 
 
 def test_ovsdb_server_restart_fails_fast_then_reconnects(
-    plugin: Plugin, dk: DockerEnv, ovs_restored: None, snapshot_before: HostSnapshot
+    plugin: PluginProcess, dk: DockerEnv, ovs_restored: None, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.250.3.0/24", gateway="10.250.3.1")
     a = dk.run_container(net)
@@ -243,7 +232,7 @@ def test_ovsdb_server_restart_fails_fast_then_reconnects(
         # (No traffic check here: on the userspace datapath ovs-vswitchd's main thread, which
         # also moves the packets of system devices, stalls while its database is away.)
     finally:
-        _start_ovsdb_server()
+        OVS.start_ovsdb_server()
     deadline = time.monotonic() + 20
     while True:
         _name, proc = dk.try_create_network(subnet="10.250.5.0/24", gateway="10.250.5.1")
@@ -261,88 +250,16 @@ def test_ovsdb_server_restart_fails_fast_then_reconnects(
 # -- Docker restarts and a host reboot --------------------------------------------------------
 
 
-def _managed_containerd() -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"containerd\0") and b"/var/run/docker/containerd" in cmdline:
-            found.append(int(proc.name))
-    return found
-
-
-def _dockerd_pid() -> int:
-    out = run(["pidof", "dockerd"]).stdout.split()
-    assert len(out) == 1, f"expected one dockerd, found {out}"
-    return int(out[0])
-
-
-class Dockerd:
-    """Stop and start the host's dockerd (as scripts/setup.sh started it, or via systemd)."""
-
-    def __init__(self) -> None:
-        self.systemd = Path("/run/systemd/system").is_dir()
-        pid = _dockerd_pid()
-        self.argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-        self.log = Path("/var/log/dockerd-e2e.log")
-
-    def stop(self) -> None:
-        if self.systemd:
-            run(["systemctl", "stop", "docker.service", "docker.socket"], timeout=120)
-            return
-        pid = _dockerd_pid()
-        live_restore = b"--live-restore" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=90, what="dockerd to stop")
-        if not live_restore:
-            # dockerd's own containerd holds its database lock a moment longer; a new dockerd
-            # started before it is gone times out waiting for containerd and exits.
-            wait_until(
-                lambda: not _managed_containerd(), timeout=60, what="dockerd's containerd to stop"
-            )
-
-    def start(self, *extra: str) -> None:
-        if self.systemd:
-            assert not extra, "extra dockerd flags need a non-systemd host"
-            run(["systemctl", "start", "docker.service"], timeout=120)
-        else:
-            argv = [a.decode() for a in self.argv]
-            argv = [a for a in argv if a != "--live-restore"] + list(extra)
-            with self.log.open("ab") as log:
-                # setsid -f: dockerd is nobody's child here, as after scripts/setup.sh.
-                subprocess.run(
-                    ["setsid", "-f", *argv],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    check=True,
-                    timeout=30,
-                )
-        wait_until(
-            lambda: docker("info", check=False).returncode == 0,
-            timeout=90,
-            what="dockerd to answer",
-        )
-
-    def running(self) -> bool:
-        return run(["pidof", "dockerd"], check=False).returncode == 0
-
-
 @pytest.fixture
 def dockerd() -> Iterator[Dockerd]:
-    d = Dockerd()
+    d = Dockerd(HOST)
     try:
         yield d
     finally:
         if not d.running():
             d.start()
         elif any(a == b"--live-restore" for a in d.argv) != any(
-            a == b"--live-restore"
-            for a in Path(f"/proc/{_dockerd_pid()}/cmdline").read_bytes().split(b"\0")
+            a == b"--live-restore" for a in d.cmdline()
         ):
             d.stop()
             d.start()
@@ -356,7 +273,7 @@ def _restart_policy_pair(dk: DockerEnv, net: Network) -> tuple[Container, Contai
 
 
 def test_dockerd_restart_brings_restart_policy_containers_back(
-    plugin: Plugin, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
+    plugin: PluginProcess, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.250.7.0/24", gateway="10.250.7.1")
     a, b = _restart_policy_pair(dk, net)
@@ -372,8 +289,12 @@ def test_dockerd_restart_brings_restart_policy_containers_back(
     dk.assert_ping(a2, b2.ip)
     dk.tcp_send(b2, a2, b2.ip, 7103)
     for port in old_ports - {a2.host_veth, b2.host_veth}:
+
+        def gone(p: str = port) -> bool:
+            return not link_exists(p)
+
         wait_until(
-            lambda p=port: not link_exists(p),
+            gone,
             timeout=COLLECT_TIMEOUT,
             what=f"old endpoint {port} to go",
         )
@@ -383,7 +304,7 @@ def test_dockerd_restart_brings_restart_policy_containers_back(
 
 
 def test_simulated_host_reboot(
-    plugin: Plugin,
+    plugin: PluginProcess,
     dk: DockerEnv,
     dockerd: Dockerd,
     ovs_restored: None,
@@ -394,12 +315,12 @@ def test_simulated_host_reboot(
     # Power off: plugin, dockerd and OVS stop; the kernel forgets every veth.
     plugin.stop(signal.SIGKILL)
     dockerd.stop()
-    run([OVS_CTL, "stop"], timeout=120)
+    OVS.ctl("stop")
     for c in (a, b):
         if link_exists(c.host_veth):
             run(["ip", "link", "del", c.host_veth])
     # Power on, in the order the units start: OVS, the plugin, then dockerd.
-    run([OVS_CTL, "start", "--system-id=random"], timeout=120)
+    OVS.ctl("start", "--system-id=random")
     plugin.start()
     dockerd.start()
     wait_until(
@@ -416,8 +337,12 @@ def test_simulated_host_reboot(
     dk.tcp_send(b2, a2, b2.ip, 7104)
     # The endpoints of before the "reboot" are collected.
     for c in (a, b):
+
+        def collected(stale: Container = c) -> bool:
+            return stale.host_veth not in ovs_vsctl("list-ports", net.bridge).stdout
+
         wait_until(
-            lambda c=c: c.host_veth not in ovs_vsctl("list-ports", net.bridge).stdout,
+            collected,
             timeout=COLLECT_TIMEOUT,
             what=f"stale port {c.host_veth} to be collected",
         )
@@ -430,7 +355,7 @@ def test_simulated_host_reboot(
 
 
 def test_fifty_containers_in_parallel_three_rounds(
-    plugin: Plugin, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
+    plugin: PluginProcess, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.251.0.0/24", gateway="10.251.0.1")
     for round_no in range(3):
@@ -568,7 +493,7 @@ def _state() -> tuple[object, ...]:
     body=_requests.map(lambda d: json.dumps(d).encode()) | st.binary(max_size=40),
 )
 def test_fuzzed_requests_never_crash_and_errors_change_nothing(
-    plugin: Plugin, method: str, body: bytes
+    plugin: PluginProcess, method: str, body: bytes
 ) -> None:
     before = _state()
     status, reply = plugin_call(plugin.socket_path, f"NetworkDriver.{method}", body=body)
@@ -587,7 +512,7 @@ def test_fuzzed_requests_never_crash_and_errors_change_nothing(
             )
 
 
-def test_repeated_creates_and_deletes_are_idempotent(plugin: Plugin) -> None:
+def test_repeated_creates_and_deletes_are_idempotent(plugin: PluginProcess) -> None:
     before = _state()
     net = {
         "NetworkID": _IDS[0],
@@ -638,7 +563,7 @@ def _listening_inodes() -> set[str]:
 
 
 def test_no_tcp_listener_no_ovsdb_manager_and_foreign_objects_untouched(
-    plugin: Plugin, dk: DockerEnv
+    plugin: PluginProcess, dk: DockerEnv
 ) -> None:
     assert plugin.proc is not None
     fds = Path(f"/proc/{plugin.proc.pid}/fd")
@@ -669,7 +594,7 @@ def test_no_tcp_listener_no_ovsdb_manager_and_foreign_objects_untouched(
 # -- doctor -----------------------------------------------------------------------------------
 
 
-def test_doctor_reports_and_repairs_leftovers(plugin: Plugin, dk: DockerEnv) -> None:
+def test_doctor_reports_and_repairs_leftovers(plugin: PluginProcess, dk: DockerEnv) -> None:
     net = dk.create_network(subnet="10.252.2.0/24", gateway="10.252.2.1")
     c = dk.run_container(net)
     plugin.stop(signal.SIGTERM)  # doctor works without the plugin; its reconciler would race us
@@ -755,7 +680,7 @@ def test_doctor_reports_and_repairs_leftovers(plugin: Plugin, dk: DockerEnv) -> 
 
 @pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="restarts dockerd with flags")
 def test_dockerd_restart_with_live_restore_keeps_containers_and_connectivity(
-    plugin: Plugin, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
+    plugin: PluginProcess, dk: DockerEnv, dockerd: Dockerd, snapshot_before: HostSnapshot
 ) -> None:
     dockerd.stop()
     dockerd.start("--live-restore")
@@ -784,9 +709,9 @@ def test_dockerd_restart_with_live_restore_keeps_containers_and_connectivity(
         dk.cleanup()
         dockerd.stop()
         # Live restore leaves dockerd's containerd running; the next daemon starts its own.
-        for pid in _managed_containerd():
+        for pid in managed_containerd():
             os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not _managed_containerd(), timeout=60, what="containerd to stop")
+        wait_until(lambda: not managed_containerd(), timeout=60, what="containerd to stop")
         dockerd.start()
     assert_doctor_clean()
     assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)

@@ -7,26 +7,29 @@ import stat
 
 import pytest
 
-from .support import (
+from testbed import (
     Container,
     DockerEnv,
     HostSnapshot,
     Network,
-    Plugin,
+    PluginProcess,
+    plugin_call,
+    wait_until,
+)
+
+from .support import (
     assert_snapshot_restored,
     link_exists,
     ovs_bridge_exists,
     ovs_port_to_bridge,
     ovs_ports,
-    plugin_call,
     take_snapshot,
-    wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
 
-def test_socket_mode_and_activate(plugin: Plugin) -> None:
+def test_socket_mode_and_activate(plugin: PluginProcess) -> None:
     mode = stat.S_IMODE(plugin.socket_path.stat().st_mode)
     assert mode == 0o600, f"{plugin.socket_path} has mode {oct(mode)}"
     status, body = plugin_call(plugin.socket_path, "Plugin.Activate")
@@ -35,7 +38,7 @@ def test_socket_mode_and_activate(plugin: Plugin) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_graceful_stop_removes_socket(plugin: Plugin, sig: signal.Signals) -> None:
+def test_graceful_stop_removes_socket(plugin: PluginProcess, sig: signal.Signals) -> None:
     plugin.stop(sig)
     assert not plugin.socket_path.exists(), f"{plugin.socket_path} left after {sig.name}"
     plugin.start()
@@ -54,7 +57,7 @@ def _network_rules(net: Network) -> list[str]:
 
 def _restart_cycle(
     dk: DockerEnv,
-    plugin: Plugin,
+    plugin: PluginProcess,
     net: Network,
     old: list[Container],
     *,
@@ -101,7 +104,7 @@ def _restart_cycle(
 
 
 def test_restart_keeps_containers_connected(
-    dk: DockerEnv, plugin: Plugin, snapshot_before: HostSnapshot
+    dk: DockerEnv, plugin: PluginProcess, snapshot_before: HostSnapshot
 ) -> None:
     net = dk.create_network(subnet="10.231.6.0/24", gateway="10.231.6.1")
     containers = [dk.run_container(net), dk.run_container(net)]

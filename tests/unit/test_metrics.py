@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from docker_ovs_plugin.http.client import UnixHTTPConnection
 from docker_ovs_plugin.http.metrics import (
     Metrics,
     MetricsServer,
@@ -21,6 +20,7 @@ from docker_ovs_plugin.http.metrics import (
 )
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import PluginServer
+from testbed.http import UnixHTTPConnection
 
 from .fakes import make_driver
 

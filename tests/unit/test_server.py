@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from docker_ovs_plugin.http.client import UnixHTTPConnection
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import MAX_BODY, PluginServer
+from testbed.http import UnixHTTPConnection
 
 from .fakes import make_driver
 
