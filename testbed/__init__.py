@@ -6,9 +6,9 @@ to reach one host's dockerd, Open vSwitch and plugin sockets (:mod:`.host`), the
 image (:mod:`.image`), the plugin as a child process (:mod:`.plugin`) and over its socket
 (:mod:`.http`), the host's daemons (:mod:`.daemons`), Docker networks and containers
 (:mod:`.docker`), host snapshots (:mod:`.snapshot`) and the "outside host" namespace
-(:mod:`.outside`), and a private Open vSwitch in a directory of its own
-(:mod:`.ovs_sandbox`, for the contract tests). A :class:`~testbed.suite.Suite` names what one suite creates (driver, label,
-prefix), so the suites stay out of each other's way. Not part of the wheel.
+(:mod:`.outside`), and a private Open vSwitch in a directory of its own (:mod:`.ovs_sandbox`,
+for the contract tests). A :class:`~testbed.suite.Suite` names what one suite creates (driver,
+label, prefix), so the suites stay out of each other's way. Not part of the wheel.
 """
 
 from testbed.commands import CommandError, WaitTimeout, run, wait_until

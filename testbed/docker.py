@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from docker_ovs_plugin import contract
 from testbed.commands import CommandError, wait_until
 from testbed.host import Host
 from testbed.image import IMAGE_TAG
@@ -47,11 +48,11 @@ class Container:
 
     @property
     def host_veth(self) -> str:
-        return "ovp" + self.endpoint_id[:12]
+        return contract.host_veth_name(self.endpoint_id)
 
     @property
     def container_veth(self) -> str:
-        return "ovc" + self.endpoint_id[:12]
+        return contract.container_veth_name(self.endpoint_id)
 
 
 class RunningPlugin(Protocol):
@@ -220,7 +221,7 @@ class DockerEnv:
             )
         net_id = proc.stdout.strip().splitlines()[-1]
         self.owned.add(net_id)
-        bridge = (options or {}).get("ovs.bridge.name") or "ovsbr-" + net_id[:8]
+        bridge = (options or {}).get("ovs.bridge.name") or contract.default_bridge_name(net_id)
         got_subnet, got_gateway = network_ipam(self.host, name)
         self.owned.add(bridge, got_subnet)
         return Network(name=name, id=net_id, bridge=bridge, subnet=got_subnet, gateway=got_gateway)

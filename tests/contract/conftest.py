@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
-from testbed import ovs_sandbox
-from testbed.ovs_sandbox import OvsSandbox
 
 from docker_ovs_plugin.adapters import ovsdb
+from testbed import ovs_sandbox
+from testbed.ovs_sandbox import OvsSandbox
 
 from .netns import PrivateNetns
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from testbed.ovs_sandbox import OvsSandbox
 
 from docker_ovs_plugin.adapters.openflow import OpenFlowFlows
 from docker_ovs_plugin.adapters.ovsdb import OvsdbSwitch
 from docker_ovs_plugin.service.errors import BackendError
 from docker_ovs_plugin.service.model import Endpoint, Network
 from docker_ovs_plugin.service.ports import Flows, Switch
+from testbed.ovs_sandbox import OvsSandbox
 from unit.fakes import FakeFlows, FakeSwitch
 
 from .conftest import IMPLEMENTATIONS, OVSDB_TIMEOUT

@@ -45,6 +45,7 @@ from .support import (
     e2e_plugin,
     make_outside_host,
     missing_requirement,
+    prime_plugin_chains,
     remove_leftovers,
     take_snapshot,
 )
@@ -87,6 +88,7 @@ def plugin_session(
     try:
         plugin.start()
         remove_leftovers()
+        prime_plugin_chains()
         yield plugin
     finally:
         try:

@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from docker_ovs_plugin import contract
 from testbed.commands import CommandError
 from testbed.daemons import OpenVSwitch
 from testbed.docker import DockerEnv, Network, sweep
@@ -39,10 +40,15 @@ NAME_PREFIX = SUITE.prefix
 #: The host the suite drives (the multi-host suite will have several).
 HOST = LOCAL
 PLUGIN_DIR = HOST.plugin_dir
-OWNER = "docker-ovs-plugin"
+OWNER = contract.OWNER
 
 #: Kernel link name prefixes that the plugin (or the suite) creates.
-LINK_PREFIXES = ("ovp", "ovc", "ovsbr-", NAME_PREFIX)
+LINK_PREFIXES = (
+    contract.HOST_VETH_PREFIX,
+    contract.CONTAINER_VETH_PREFIX,
+    contract.BRIDGE_PREFIX,
+    NAME_PREFIX,
+)
 
 #: Identifiers of everything the suite created this session; used only in shared-host mode.
 OWNED = Ownership(NAME_PREFIX)
@@ -113,6 +119,15 @@ def make_outside_host(workdir: Path) -> OutsideHost:
 def remove_leftovers() -> None:
     """Remove containers/networks an earlier interrupted run of the suite left behind."""
     sweep(HOST, SUITE)
+
+
+def prime_plugin_chains() -> None:
+    """Create and remove one network, so the plugin's own iptables chains and their jumps exist
+    before the first snapshot: they are made with the first network and stay by design (on a
+    new machine the first test would otherwise find them "left behind")."""
+    name = unique_name("prime")
+    HOST.docker("network", "create", "-d", DRIVER_NAME, name, timeout=60)
+    HOST.docker("network", "rm", name, timeout=60)
 
 
 def network_rm_refused_for_good(net: Network) -> bool:
