@@ -95,16 +95,32 @@ class Dockerd:
     Remembers the command line it found, to start it again the same way.
     """
 
-    def __init__(self, host: Host = LOCAL, log: Path = Path("/var/log/dockerd-e2e.log")) -> None:
+    def __init__(
+        self,
+        host: Host = LOCAL,
+        log: Path = Path("/var/log/dockerd-e2e.log"),
+        pidfile: Path = Path("/var/run/docker.pid"),
+    ) -> None:
         self.host = host
         self.systemd = systemd_host()
+        # By its pid file, not by name: other dockerds (the multi-host suite's, one per
+        # namespace host) may run beside the host's own.
+        self.pidfile = pidfile
         self.argv = self.cmdline()
         self.log = log
 
+    def _live_pid(self) -> int | None:
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except (OSError, ValueError):
+            return None
+        return pid if comm == "dockerd" else None
+
     def pid(self) -> int:
-        out = self.host.run(["pidof", "dockerd"]).stdout.split()
-        assert len(out) == 1, f"expected one dockerd, found {out}"
-        return int(out[0])
+        pid = self._live_pid()
+        assert pid is not None, f"no running dockerd recorded in {self.pidfile}"
+        return pid
 
     def cmdline(self) -> list[bytes]:
         """The running dockerd's arguments."""
@@ -150,4 +166,4 @@ class Dockerd:
         )
 
     def running(self) -> bool:
-        return self.host.run(["pidof", "dockerd"], check=False).returncode == 0
+        return self._live_pid() is not None
