@@ -74,7 +74,7 @@ class Driver:
         self._flows = flows
         self._datapath_type = datapath_type
         self._locks = KeyedLocks(lock_timeout)
-        self._store = Store()
+        self._store: Store[Network, Endpoint] = Store()
 
     # -- start -----------------------------------------------------------------------------
 
