@@ -489,8 +489,13 @@ class OvnNorthbound:
         while True:
             cmd = make()
             try:
+                # log_errors=False: a lost race is expected; what is not is logged below.
                 txn = ovs_transaction.Transaction(
-                    self._api, self._api.ovsdb_connection, self._timeout, check_error=True
+                    self._api,
+                    self._api.ovsdb_connection,
+                    self._timeout,
+                    check_error=True,
+                    log_errors=False,
                 )
                 txn.add(cmd)
                 txn.commit()
