@@ -20,7 +20,7 @@ def _ep(endpoint_id: str, network_id: str) -> Endpoint:
     return Endpoint(endpoint_id, network_id, "02:42:0a:00:00:02")
 
 
-def _filled() -> Store:
+def _filled() -> Store[Network, Endpoint]:
     store: Store[Network, Endpoint] = Store()
     store.replace_all(
         [_net(NET_A, "shared", 10), _net(NET_B, "shared", 20), _net(NET_C, "own")],
