@@ -58,6 +58,7 @@ _TRANSIENT = (
     "no leader",
 )
 _RETRY_PAUSE = 0.2
+_RECONNECT_BACKOFF_MS = 1000
 _TAKEN_ATTEMPTS = 64  # other hosts winning the same lowest address this many times in a row
 _HOLDER_WAIT = 1.0  # for the replica to show who holds an address someone else just took
 
@@ -90,6 +91,10 @@ def connect(
     api_class = type("OvnNbApi", (impl_idl.OvnNbApiIdlImpl,), {})
     try:
         idl = QuietIdl.from_server(remotes, "OVN_Northbound", helper_tables=TABLES)
+        # python-ovs doubles its wait after each failed attempt, up to 8 s: through a leader
+        # election (members refuse clients until one wins, ~1 s) that made the first write
+        # after a leader loss take 7-15 s. At most 1 s between attempts (its minimum).
+        idl._session.reconnect.set_backoff(_RECONNECT_BACKOFF_MS, _RECONNECT_BACKOFF_MS)
         return api_class(connection.Connection(idl=idl, timeout=timeout))
     except Exception as e:
         raise BackendError(f"cannot reach the OVN northbound database at {remotes}: {e}") from e
