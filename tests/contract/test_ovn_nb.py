@@ -226,13 +226,15 @@ def test_the_pool_is_deleted_only_when_provably_unused(world: NbWorld) -> None:
     world.h1.set_host_network(POOL, "h1", '{"network_id":"n1"}')
     assert both_see(world, lambda nb: (p := nb.pool(POOL)) is not None and "h1" in p.networks)
     assert not world.h2.release_pool(POOL, "h2")  # h1 still uses it
+    assert not world.h1.release_pool(POOL, "h1")  # h1's network is still there
     a = world.h1.reserve(POOL, "h1", None).address
-    world.h1.set_host_network(POOL, "h1", None)
-    assert not world.h1.release_pool(POOL, "h1")  # an address is still reserved
+    world.h1.set_host_network(POOL, "h1", None)  # the last use, but an address is reserved
     assert world.h1.pool(POOL) is not None
     assert world.h1.release(POOL, a, "h1")
     assert eventually(lambda: world.h2.reservation(POOL, a) is None)
-    assert world.h2.release_pool(POOL, "h2")  # no user, only the gateway left: gone
+    world.h2.acquire_pool(SUBNET, "h2", "ovs")
+    assert eventually(lambda: "h2" in getattr(world.h1.pool(POOL), "pool_hosts", ()))
+    assert world.h1.release_pool(POOL, "h2")  # no user, only the gateway left: gone
     assert both_see(world, lambda nb: nb.pools() == [])
     assert world.switch_count(SUBNET) == 0
     # and it can be made again

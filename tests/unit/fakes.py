@@ -428,11 +428,14 @@ class FakeNorthbound:
             return name
 
     def release_pool(self, pool_id: str, host: str) -> bool:
+        return self._drop_use(pool_id, c.host_pool_key(host))
+
+    def _drop_use(self, pool_id: str, key: str) -> bool:
         with self._lock:
             sw = self.switches.get(pool_id)
             if sw is None:
                 return False
-            sw.external_ids.pop(c.host_pool_key(host), None)
+            sw.external_ids.pop(key, None)
             users = [
                 k
                 for k in sw.external_ids
@@ -450,16 +453,14 @@ class FakeNorthbound:
             return True
 
     def set_host_network(self, pool_id: str, host: str, record: str | None) -> None:
+        if record is None:
+            self._drop_use(pool_id, c.host_network_key(host))
+            return
         with self._lock:
             sw = self.switches.get(pool_id)
             if sw is None:
-                if record is None:
-                    return
                 raise NotFound(f"overlay pool {pool_id} does not exist in OVN")
-            if record is None:
-                sw.external_ids.pop(c.host_network_key(host), None)
-            else:
-                sw.external_ids[c.host_network_key(host)] = record
+            sw.external_ids[c.host_network_key(host)] = record
 
     def _insert(
         self, pool_id: str, sw: FakeLogicalSwitch, address: IPv4Address, host: str, **extra: str

@@ -98,12 +98,17 @@ class Host:
         backend.delete_endpoint(network_id, endpoint_id)
         self.ipam.release_address(pool_id, address)
 
-    def remove_network(self, network_id: str, pool_id: str) -> None:
-        gateway = self.nb.pool(pool_id)
-        self.networks.backend(network_id).delete_network(network_id)
-        if gateway is not None and gateway.gateway is not None:
-            self.ipam.release_address(pool_id, str(gateway.gateway))
+    def remove_network(self, network_id: str, pool_id: str, *, docs_order: bool = False) -> None:
+        """docker network rm: dockerd 20.10 sends ReleaseAddress(gateway) and ReleasePool
+        before DeleteNetwork (seen in the lab); the protocol notes list DeleteNetwork first."""
+        pool = self.nb.pool(pool_id)
+        if docs_order:
+            self.networks.backend(network_id).delete_network(network_id)
+        if pool is not None and pool.gateway is not None:
+            self.ipam.release_address(pool_id, str(pool.gateway))
         self.ipam.release_pool(pool_id)
+        if not docs_order:
+            self.networks.backend(network_id).delete_network(network_id)
 
 
 @pytest.fixture
@@ -249,6 +254,15 @@ def test_the_pool_goes_when_the_last_host_released_it(h1: Host, h2: Host) -> Non
     h2.stop(net2, pool, ep, str(a.ip))
     h2.remove_network(net2, pool)
     assert h1.nb.pools() == [] and h1.nb.tokens == {} and h1.nb.port_names == {}
+
+
+@pytest.mark.parametrize("docs_order", [False, True])
+def test_the_last_of_release_pool_and_delete_network_deletes_the_pool(
+    h1: Host, docs_order: bool
+) -> None:
+    net, pool = h1.create_network()
+    h1.remove_network(net, pool, docs_order=docs_order)
+    assert h1.nb.pools() == []
 
 
 def test_a_reservation_docker_never_released_keeps_the_pool(h1: Host) -> None:

@@ -233,10 +233,13 @@ class _AcquirePool(_Command):
         self.result = name
 
 
-class _ReleasePool(_Command):
-    def __init__(self, api: Any, pool_id: str, host: str) -> None:
+class _DropUse(_Command):
+    """Drop one of a host's uses of a switch (its IPAM's pool, or its Docker network): Docker
+    sends ReleasePool before DeleteNetwork, so whichever comes last deletes an unused switch."""
+
+    def __init__(self, api: Any, pool_id: str, key: str) -> None:
         super().__init__(api)
-        self.pool_id, self.host = pool_id, host
+        self.pool_id, self.key = pool_id, key
         self.result = False
 
     def run_idl(self, txn: Any) -> None:
@@ -245,7 +248,7 @@ class _ReleasePool(_Command):
         if switch is None:
             return
         ids = dict(switch.external_ids)
-        key = c.host_pool_key(self.host)
+        key = self.key
         ids.pop(key, None)
         users = [k for k in ids if k.startswith((c.HOST_POOL_PREFIX, c.HOST_NETWORK_PREFIX))]
         reserved = [p for p in switch.ports if p.external_ids.get(c.ROLE_KEY) != c.ROLE_GATEWAY]
@@ -267,7 +270,7 @@ class _ReleasePool(_Command):
 
 
 class _SetHostNetwork(_Command):
-    def __init__(self, api: Any, pool_id: str, host: str, record: str | None) -> None:
+    def __init__(self, api: Any, pool_id: str, host: str, record: str) -> None:
         super().__init__(api)
         self.pool_id, self.host, self.record = pool_id, host, record
 
@@ -275,15 +278,9 @@ class _SetHostNetwork(_Command):
         switch = _switch(self.api, self.pool_id)
         key = c.host_network_key(self.host)
         if switch is None:
-            if self.record is None:
-                return
             raise NotFound(f"overlay pool {self.pool_id} does not exist in OVN")
         switch.verify("name")  # fails (and retries) if the switch is deleted meanwhile
-        if self.record is None:
-            if key in switch.external_ids:
-                switch.delkey("external_ids", key)
-        else:
-            switch.setkey("external_ids", key, self.record)
+        switch.setkey("external_ids", key, self.record)
 
 
 def _new_reservation(
@@ -578,11 +575,18 @@ class OvnNorthbound:
     def release_pool(self, pool_id: str, host: str) -> bool:
         return bool(
             self._write(
-                f"releasing overlay pool {pool_id}", lambda: _ReleasePool(self._api, pool_id, host)
+                f"releasing overlay pool {pool_id}",
+                lambda: _DropUse(self._api, pool_id, c.host_pool_key(host)),
             )
         )
 
     def set_host_network(self, pool_id: str, host: str, record: str | None) -> None:
+        if record is None:
+            self._write(
+                f"dropping this host's network from {pool_id}",
+                lambda: _DropUse(self._api, pool_id, c.host_network_key(host)),
+            )
+            return
         self._write(
             f"recording this host's network on {pool_id}",
             lambda: _SetHostNetwork(self._api, pool_id, host, record),

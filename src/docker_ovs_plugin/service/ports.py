@@ -209,7 +209,9 @@ class Northbound(Protocol):
         reserved (True when deleted)."""
 
     def set_host_network(self, pool_id: str, host: str, record: str | None) -> None:
-        """Record (or, with None, drop) `host`'s Docker network on the pool."""
+        """Record (or, with None, drop) `host`'s Docker network on the pool. Dropping the last
+        use deletes an unused switch as release_pool does (Docker sends ReleasePool before
+        DeleteNetwork)."""
 
     def gateway(self, pool_id: str, host: str, wanted: IPv4Address | None) -> IPv4Address:
         """The pool's one gateway address: recorded and reserved by the first request (the
