@@ -329,6 +329,14 @@ class OverlayNetwork:
             raise CorruptState(f"switch {pool_id}: unreadable network record ({e})") from e
 
 
+def recorded_network_id(record: str) -> str | None:
+    """The Docker network id in an OverlayRecord (None when unreadable)."""
+    try:
+        return str(json.loads(record)[contract.OverlayRecord.NETWORK_ID])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass(frozen=True)
 class OverlayEndpoint:
     """A container's port on an overlay network: its reservation's logical port, bound."""

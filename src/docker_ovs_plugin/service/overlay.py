@@ -13,14 +13,14 @@ later step fails, and DeleteEndpoint leaves the port and veth to a background th
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
 from docker_ovs_plugin.contract import ADDRESS_SPACE, DEFAULT_DRIVER
 from docker_ovs_plugin.service.driver import NETDEV, JoinInfo, mac_for
-from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, NotFound
+from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, undo
 from docker_ovs_plugin.service.locks import KeyedLocks
 from docker_ovs_plugin.service.model import (
     CorruptState,
@@ -28,6 +28,7 @@ from docker_ovs_plugin.service.model import (
     OverlayNetwork,
     PortMapping,
     Subnet,
+    recorded_network_id,
 )
 from docker_ovs_plugin.service.options import parse_overlay_options
 from docker_ovs_plugin.service.ports import Chassis, Integration, Links, Northbound
@@ -62,13 +63,6 @@ def default_mtu(chassis: Chassis, links: Links) -> int:
         default=ENCAP_OVERHEAD["geneve"],
     )
     return underlay - overhead
-
-
-def _undo(what: str, action: Callable[[], None]) -> None:
-    try:
-        action()
-    except Exception:
-        LOG.exception("rollback: could not %s", what)
 
 
 class Overlay:
@@ -143,18 +137,10 @@ class Overlay:
         return self._store.endpoints()
 
     def _network(self, network_id: str) -> OverlayNetwork:
-        net = self._store.get_network(network_id)
-        if net is None:
-            raise NotFound(f"network {network_id[:12]} is not an overlay network of this plugin")
-        return net
+        return self._store.require_network(network_id, "an overlay network of this plugin")
 
     def _endpoint(self, network_id: str, endpoint_id: str) -> OverlayEndpoint:
-        ep = self._store.get_endpoint(endpoint_id)
-        if ep is None or ep.network_id != network_id:
-            raise NotFound(
-                f"endpoint {endpoint_id[:12]} does not exist on network {network_id[:12]}"
-            )
-        return ep
+        return self._store.require_endpoint(network_id, endpoint_id)
 
     @contextmanager
     def _hold(self, network_id: str) -> Iterator[None]:
@@ -207,7 +193,8 @@ class Overlay:
                     return
                 raise Conflict(f"network {network_id[:12]} already exists with other settings")
             other = pool.networks.get(chassis.system_id)
-            if other is not None and self._recorded_id(net, other) not in (None, network_id):
+            # An unreadable record is overwritten; another network's is not.
+            if other is not None and recorded_network_id(other) not in (None, network_id):
                 raise Conflict(
                     f"overlay subnet {pool.subnet} is already a network on this host; "
                     "one network per subnet and host"
@@ -221,20 +208,6 @@ class Overlay:
             pool.subnet,
             net.mtu,
         )
-
-    @staticmethod
-    def _recorded_id(net: OverlayNetwork, record: str) -> str | None:
-        try:
-            return OverlayNetwork.from_json(
-                record,
-                pool_id=net.pool_id,
-                subnet=net.subnet,
-                gateway=net.gateway,
-                bridge=net.bridge,
-                driver=net.driver,
-            ).network_id
-        except CorruptState:
-            return None  # unreadable: overwritten by the new record
 
     def delete_network(self, network_id: str) -> None:
         if self._reaper is not None and not self._reaper.flush(network_id):
@@ -306,9 +279,9 @@ class Overlay:
                 )
                 self._integration.add_port(net.bridge, ep.host_if, ep.to_external_ids())
             except Exception:
-                _undo("delete port", lambda: self._integration.delete_port(net.bridge, ep.host_if))
-                _undo("delete veth", lambda: self._links.delete_link(ep.host_if))
-                _undo(
+                undo("delete port", lambda: self._integration.delete_port(net.bridge, ep.host_if))
+                undo("delete veth", lambda: self._links.delete_link(ep.host_if))
+                undo(
                     "unbind the logical port",
                     lambda: self._nb.unbind(net.pool_id, ipv4.ip, chassis.system_id, endpoint_id),
                 )

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from docker_ovs_plugin.service.errors import NotFound
+
 
 class _NetworkLike(Protocol):
     @property
@@ -60,6 +62,22 @@ class Store(Generic[N, E]):
     def get_endpoint(self, endpoint_id: str) -> E | None:
         with self._lock:
             return self._endpoints.get(endpoint_id)
+
+    def require_network(self, network_id: str, unknown: str) -> N:
+        """The network, or NotFound saying `unknown` (what kind of network it is not)."""
+        net = self.get_network(network_id)
+        if net is None:
+            raise NotFound(f"network {network_id[:12]} is not {unknown}")
+        return net
+
+    def require_endpoint(self, network_id: str, endpoint_id: str) -> E:
+        """The endpoint if it is on that network, or NotFound."""
+        ep = self.get_endpoint(endpoint_id)
+        if ep is None or ep.network_id != network_id:
+            raise NotFound(
+                f"endpoint {endpoint_id[:12]} does not exist on network {network_id[:12]}"
+            )
+        return ep
 
     def networks(self) -> list[N]:
         with self._lock:
