@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from docker_ovs_plugin.adapters import datapath, ovsdb
+from docker_ovs_plugin.adapters import datapath, ovn_nb, ovsdb
 from docker_ovs_plugin.adapters.docker_api import DockerApi
 from docker_ovs_plugin.adapters.inventory import OvsdbPorts
 from docker_ovs_plugin.adapters.iptables import IptablesFirewall
@@ -18,6 +18,9 @@ from docker_ovs_plugin.http.metrics import Metrics, MetricsServer, StateReaders
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import PluginServer
 from docker_ovs_plugin.service.driver import Driver
+from docker_ovs_plugin.service.errors import BackendError
+from docker_ovs_plugin.service.ipam import Ipam
+from docker_ovs_plugin.service.overlay import Overlay
 from docker_ovs_plugin.service.reaper import Reaper
 from docker_ovs_plugin.service.reconcile import Reconciler
 from docker_ovs_plugin.settings import Settings
@@ -32,10 +35,17 @@ class Core:
     driver: Driver
     reconciler: Reconciler
     ovsdb_api: Any
+    ipam: Ipam
+    overlay: Overlay | None = None  # with --ovn-nb
+    northbound: ovn_nb.OvnNorthbound | None = None
 
     def close(self) -> None:
         self.reconciler.stop()
         self.driver.flush()  # queued deletions finish before the OVSDB connection goes
+        if self.overlay is not None:
+            self.overlay.flush()
+        if self.northbound is not None:
+            self.northbound.close()
         self.ovsdb_api.ovsdb_connection.stop()
 
 
@@ -72,7 +82,42 @@ def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
     reconciler = Reconciler(
         driver, switch=switch, links=links, firewall=firewall, flows=flows, docker=docker
     )
-    return Core(driver=driver, reconciler=reconciler, ovsdb_api=api)
+    if settings.ovn_nb is None:
+        return Core(driver, reconciler, api, ipam=Ipam(None, None, name=settings.name))
+    try:
+        northbound = ovn_nb.OvnNorthbound(
+            ovn_nb.connect(
+                settings.ovn_nb,
+                settings.ovsdb_timeout,
+                private_key=settings.ovn_nb_private_key,
+                certificate=settings.ovn_nb_certificate,
+                ca_cert=settings.ovn_nb_ca_cert,
+            ),
+            settings.ovsdb_timeout,
+            settings.ovn_retry_window,
+            settings.name,
+        )
+    except BaseException:
+        api.ovsdb_connection.stop()
+        raise
+    integration = ovsdb.OvsdbIntegration(api, settings.ovsdb_timeout)
+    overlay = Overlay(
+        northbound,
+        integration,
+        links,
+        datapath_type=dp_type,
+        join_timeout=settings.ovn_join_timeout,
+        name=settings.name,
+        reaper=Reaper() if deferred_deletes else None,
+    )
+    return Core(
+        driver,
+        reconciler,
+        api,
+        ipam=Ipam(northbound, integration, name=settings.name),
+        overlay=overlay,
+        northbound=northbound,
+    )
 
 
 def build(settings: Settings) -> App:
@@ -98,9 +143,11 @@ def build(settings: Settings) -> App:
         # rules and flows that a restart lost come back in the reconciler's first pass.
         networks, endpoints = core.driver.load()
         LOG.info("loaded %d networks and %d endpoints from OVSDB", len(networks), len(endpoints))
+        if core.overlay is not None:
+            _load_overlay(core.overlay)
         server = PluginServer(
             settings.socket_path,
-            build_routes(core.driver),
+            build_routes(core.driver, core.overlay, core.ipam),
             observe=metrics.observe if metrics is not None else None,
         )
     except BaseException:
@@ -119,13 +166,28 @@ def build(settings: Settings) -> App:
             target=core.reconciler.restore_plumbing, name="restore", daemon=True
         ).start()
     LOG.info(
-        "serving driver %r on %s (OVSDB %s, datapath %s)",
+        "serving driver %r on %s (OVSDB %s, datapath %s%s)",
         settings.name,
         settings.socket_path,
         settings.ovsdb,
         core.driver.datapath_type,
+        f", OVN northbound {settings.ovn_nb}" if settings.ovn_nb else "",
     )
     return App(core=core, server=server, metrics=metrics_server)
+
+
+def _load_overlay(overlay: Overlay) -> None:
+    try:
+        networks, endpoints = overlay.load()
+    except BackendError as e:
+        # Bridge networks need none of it; overlay requests say what is missing.
+        LOG.warning("no overlay networks loaded: %s", e)
+        return
+    LOG.info(
+        "loaded %d overlay networks (OVN northbound) and %d endpoints (integration bridge)",
+        len(networks),
+        len(endpoints),
+    )
 
 
 @dataclass

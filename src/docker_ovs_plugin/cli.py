@@ -100,6 +100,30 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds something must keep looking stale before a pass removes it (default: 10)",
     )
+    ovn = serve.add_argument_group("multi-host overlay networks (OVN)")
+    ovn.add_argument(
+        "--ovn-nb",
+        metavar="REMOTES",
+        default=None,
+        help="OVN northbound database, a comma list of a cluster's members, e.g. "
+        "ssl:192.0.2.11:6641,ssl:192.0.2.12:6641; enables -o ovs.mode=overlay (default: off)",
+    )
+    ovn.add_argument("--ovn-nb-private-key", type=Path, default=None, help="for ssl: remotes")
+    ovn.add_argument("--ovn-nb-certificate", type=Path, default=None, help="for ssl: remotes")
+    ovn.add_argument("--ovn-nb-ca-cert", type=Path, default=None, help="for ssl: remotes")
+    ovn.add_argument(
+        "--ovn-nb-insecure-tcp",
+        action="store_true",
+        help="allow plain tcp: remotes: INSECURE, anyone on the network can read and change "
+        "every overlay network; for labs only",
+    )
+    ovn.add_argument(
+        "--ovn-join-timeout",
+        type=float,
+        default=20.0,
+        help="seconds a container start waits for ovn-controller to claim its port (default: 20; "
+        "OVN's standby northd takes 7-15 s to take over after a leader loss)",
+    )
     serve.add_argument(
         "--metrics-address",
         metavar="HOST:PORT",
@@ -203,12 +227,46 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+_SSL_FILES = ("ovn_nb_private_key", "ovn_nb_certificate", "ovn_nb_ca_cert")
+
+
+def _check_ovn(args: argparse.Namespace) -> str | None:
+    """What is wrong with the --ovn-nb* flags, or None."""
+    remotes = getattr(args, "ovn_nb", None)
+    if remotes is None:
+        return None
+    problems = []
+    members = [r.strip() for r in remotes.split(",")]
+    for member in members:
+        kind = member.split(":", 1)[0]
+        if kind not in ("ssl", "tcp", "unix"):
+            problems.append(f"--ovn-nb {member!r}: use ssl:HOST:PORT, tcp:HOST:PORT or unix:PATH")
+        elif kind == "tcp" and not args.ovn_nb_insecure_tcp:
+            problems.append(
+                f"--ovn-nb {member}: plain tcp is unencrypted and unauthenticated; use ssl: "
+                "or give --ovn-nb-insecure-tcp (labs only)"
+            )
+    if any(m.startswith("ssl:") for m in members):
+        missing = [f"--{f.replace('_', '-')}" for f in _SSL_FILES if getattr(args, f) is None]
+        if missing:
+            problems.append(f"--ovn-nb with ssl: remotes needs {', '.join(missing)}")
+        absent = [str(p) for f in _SSL_FILES if (p := getattr(args, f)) and not p.is_file()]
+        if absent:
+            problems.append(f"--ovn-nb: no such file {', '.join(absent)}")
+    if args.ovn_join_timeout <= 0:
+        problems.append("--ovn-join-timeout must be positive")
+    return "; ".join(problems) or None
+
+
 def _quiet_libraries(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.INFO or not record.name.startswith(("ovsdbapp", "pyroute2"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (problem := _check_ovn(args)) is not None:
+        parser.error(problem)
     logs.configure(args.log_level, args.log_format, sys.stderr)
     # Library internals (poll loops, netlink dumps) would drown the per-request debug lines.
     for handler in logging.getLogger().handlers:
@@ -224,6 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconcile_interval=getattr(args, "reconcile_interval", 0.0),
         reconcile_grace=getattr(args, "reconcile_grace", 10.0),
         metrics_address=getattr(args, "metrics_address", None),
+        ovn_nb=getattr(args, "ovn_nb", None),
+        ovn_nb_private_key=getattr(args, "ovn_nb_private_key", None),
+        ovn_nb_certificate=getattr(args, "ovn_nb_certificate", None),
+        ovn_nb_ca_cert=getattr(args, "ovn_nb_ca_cert", None),
+        ovn_join_timeout=getattr(args, "ovn_join_timeout", 20.0),
     )
     if args.command == "doctor":
         return _doctor(settings, args.fix)

@@ -180,3 +180,102 @@ def comment_network(comment: str) -> str | None:
     if len(parts) >= 2 and parts[0] == COMMENT_PREFIX:
         return parts[1]
     return None
+
+
+# -- OVN northbound: overlay networks (multi-host) ---------------------------------------------
+#
+# One Logical_Switch per overlay subnet, shared by every host of the cluster, created in one
+# transaction with a Port_Group token (Port_Group names have a unique index, Logical_Switch
+# names do not: a racing second creator fails instead of making a twin). One Logical_Switch_Port
+# per reserved address (unique names: no address is ever handed out twice). Every row carries
+# owned() and DRIVER_KEY.
+
+MODE_OVERLAY: Final = "overlay"  # -o ovs.mode=overlay
+ADDRESS_SPACE: Final = "docker-ovs"  # our IPAM's address space; Docker records it per network
+
+SWITCH_PREFIX: Final = "dop-"
+TOKEN_PREFIX: Final = "dop_"  # noqa: S105 (not a secret) Port_Group names must match [a-zA-Z_.][a-zA-Z_.0-9]*
+# The one Port_Group whose external_ids every pool creation bumps (verify()'d): two hosts
+# creating overlapping subnets at once cannot both pass the overlap check.
+REGISTRY_NAME: Final = "dop_registry"
+REGISTRY_GENERATION_KEY: Final = NS + "generation"
+
+# Logical_Switch external_ids
+SUBNET_KEY: Final = NS + "subnet"  # e.g. 10.90.0.0/16
+GATEWAY_KEY: Final = NS + "gateway"  # e.g. 10.90.0.1; set once, by the first gateway request
+CREATOR_KEY: Final = NS + "creator"  # system-id of the host whose RequestPool created it
+TOKEN_KEY: Final = NS + "token"  # on the switch: its Port_Group's name
+POOL_SWITCH_KEY: Final = NS + "switch"  # on the token: its switch's name
+# Per host (chassis system-id): this host's IPAM handed the pool out (RequestPool until
+# ReleasePool) ...
+HOST_POOL_PREFIX: Final = NS + "host-pool:"
+# ... and this host has a Docker network on it (CreateNetwork until DeleteNetwork), holding an
+# OverlayRecord as JSON.
+HOST_NETWORK_PREFIX: Final = NS + "host-network:"
+
+
+def switch_name(subnet: str) -> str:
+    """The Logical_Switch (and IPAM pool id) of an overlay subnet such as 10.90.0.0/16."""
+    return SWITCH_PREFIX + subnet.replace("/", "_")
+
+
+def token_name(subnet: str) -> str:
+    """The Port_Group that makes the switch of a subnet unique (IPv4: dop_10.90.0.0_16)."""
+    return TOKEN_PREFIX + subnet.replace("/", "_").replace(":", "_")
+
+
+def reservation_name(switch: str, address: str) -> str:
+    """The Logical_Switch_Port that reserves one address of a switch."""
+    return f"{switch}-{address}"
+
+
+def host_pool_key(system_id: str) -> str:
+    return HOST_POOL_PREFIX + system_id
+
+
+def host_network_key(system_id: str) -> str:
+    return HOST_NETWORK_PREFIX + system_id
+
+
+class OverlayRecord:
+    """Keys of the JSON object under host_network_key(<system-id>)."""
+
+    NETWORK_ID: Final = "network_id"
+    MTU: Final = "mtu"
+    PORT_SECURITY: Final = "port_security"
+    IFACE_PREFIX: Final = "iface_prefix"
+    OPTIONS: Final = "options"
+
+
+# Logical_Switch_Port external_ids of a reservation
+ADDRESS_KEY: Final = NS + "address"
+HOST_KEY: Final = NS + "host"  # system-id of the host that reserved it
+RESERVED_AT_KEY: Final = NS + "reserved-at"  # unix time, for a collector of forgotten ones
+ENDPOINT_ID_KEY: Final = NS + "endpoint-id"  # once it is an endpoint's port
+# ROLE_KEY = ROLE_GATEWAY marks the switch's gateway reservation (shared by all hosts).
+REQUESTED_CHASSIS: Final = "requested-chassis"  # LSP options: only this chassis may claim it
+
+# -- the local integration bridge (br-int) ----------------------------------------------------
+
+# Read from the local Open_vSwitch row, written there by whoever set up ovn-controller.
+OVS_SYSTEM_ID_KEY: Final = "system-id"
+OVS_OVN_BRIDGE_KEY: Final = "ovn-bridge"
+OVS_ENCAP_IP_KEY: Final = "ovn-encap-ip"
+OVS_ENCAP_TYPE_KEY: Final = "ovn-encap-type"
+DEFAULT_OVN_BRIDGE: Final = "br-int"
+# Set by ovn-controller on an Interface once the flows of its logical port are in.
+OVN_INSTALLED_KEY: Final = "ovn-installed"
+# An overlay endpoint's Interface carries IFACE_ID_KEY = its reservation's name (what
+# ovn-controller matches), ENDPOINT_ID_KEY, NETWORK_ID_KEY, IPV4_ADDRESS_KEY, DRIVER_KEY and
+# ROLE_KEY = ROLE_OVERLAY (so the bridge-mode code never takes it for one of its own).
+ROLE_OVERLAY: Final = "overlay"
+OVERLAY_HOST_VETH_PREFIX: Final = "olp"
+OVERLAY_CONTAINER_VETH_PREFIX: Final = "olc"
+
+
+def overlay_host_veth_name(endpoint_id: str) -> str:
+    return OVERLAY_HOST_VETH_PREFIX + endpoint_id[:DEVICE_ID_CHARS]
+
+
+def overlay_container_veth_name(endpoint_id: str) -> str:
+    return OVERLAY_CONTAINER_VETH_PREFIX + endpoint_id[:DEVICE_ID_CHARS]

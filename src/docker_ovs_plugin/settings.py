@@ -30,6 +30,17 @@ class Settings:
     # Where ovs-vswitchd keeps the bridges' OpenFlow management sockets (BRIDGE.mgmt).
     ovs_rundir: Path | None = None
 
+    # OVN northbound database (comma list of a cluster's remotes); None: no overlay networks.
+    ovn_nb: str | None = None
+    ovn_nb_private_key: Path | None = None  # for ssl: remotes
+    ovn_nb_certificate: Path | None = None
+    ovn_nb_ca_cert: Path | None = None
+    # How long Join waits for ovn-controller to claim a port (OVN's standby northd takes
+    # 7-15 s to take over after a leader loss; no port is bound meanwhile).
+    ovn_join_timeout: float = 20.0
+    # How long a northbound write keeps retrying through a Raft leader election (~1-1.5 s).
+    ovn_retry_window: float = 5.0
+
     # HOST:PORT of the Prometheus /metrics listener; None (the default) serves no metrics.
     metrics_address: str | None = None
 

@@ -97,6 +97,9 @@ class InNetns:
     def configure_bridge_port(self, name: str, addresses: Sequence[IPInterface]) -> None:
         self._in(lambda: self._links.configure_bridge_port(name, addresses))
 
+    def mtu_of_address(self, address: str) -> int | None:
+        return self._in(lambda: self._links.mtu_of_address(address))
+
 
 def _add_device(name: str) -> None:
     # A veth end: this kernel has no dummy devices, and the peer (suffix "-p") is never asked.
@@ -205,3 +208,9 @@ def test_a_bridge_port_that_never_appears_fails(world: LinksWorld) -> None:
     world.never_appears(GATEWAY_PORT)
     with pytest.raises(BackendError):
         world.links.configure_bridge_port(GATEWAY_PORT, [V4])
+
+
+def test_the_mtu_of_the_device_holding_an_address(world: LinksWorld) -> None:
+    # What an overlay network's MTU derives from: the device of ovn-encap-ip.
+    assert world.links.mtu_of_address("192.0.2.2") == 1500  # eth0's
+    assert world.links.mtu_of_address("192.0.2.99") is None

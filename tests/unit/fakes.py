@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
 
+from docker_ovs_plugin import contract as c
 from docker_ovs_plugin.service.driver import Driver
-from docker_ovs_plugin.service.errors import BackendError
+from docker_ovs_plugin.service.errors import BackendError, Conflict, NotFound
 from docker_ovs_plugin.service.model import (
     OWNER,
     OWNER_KEY,
@@ -17,7 +21,7 @@ from docker_ovs_plugin.service.model import (
     networks_on_bridge,
     owned,
 )
-from docker_ovs_plugin.service.ports import BridgeState
+from docker_ovs_plugin.service.ports import BridgeState, Chassis, Pool, Reservation
 
 
 @dataclass
@@ -157,6 +161,9 @@ class FakeLinks:
     tx_checksum_off: set[str] = field(default_factory=set)
     assigned: dict[str, list[IPInterface]] = field(default_factory=dict)  # device -> addresses
     fail_bridge_port: bool = False
+    # address -> MTU of the device holding it (eth0's, as in tests/contract/test_links.py)
+    mtus: dict[str, int] = field(default_factory=lambda: {"192.0.2.2": 1500})
+    veth_mtus: dict[str, int] = field(default_factory=dict)
 
     def exists(self, name: str) -> bool:
         return name in self.host_devices or name in self.links
@@ -180,6 +187,7 @@ class FakeLinks:
     ) -> None:
         self.links[host] = peer
         self.links[peer] = host
+        self.veth_mtus[host] = self.veth_mtus[peer] = mtu
         self.up.add(host)  # the container end stays down until it is in its namespace
         if not peer_tx_checksum:
             self.tx_checksum_off.add(peer)
@@ -189,6 +197,9 @@ class FakeLinks:
         if peer is not None:
             self.links.pop(peer, None)
             self.up -= {name, peer}
+
+    def mtu_of_address(self, address: str) -> int | None:
+        return self.mtus.get(address)
 
     def configure_bridge_port(self, name: str, addresses: Sequence[IPInterface]) -> None:
         if self.fail_bridge_port:
@@ -292,3 +303,326 @@ class FakeDocker:
         if self.down:
             raise ConnectionError("docker.sock: connection refused")
         return {k: set(v) for k, v in self.networks.items()}
+
+
+# -- OVN ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeLogicalPort:
+    external_ids: dict[str, str]
+    addresses: list[str] = field(default_factory=list)
+    port_security: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FakeLogicalSwitch:
+    external_ids: dict[str, str]
+    ports: dict[str, FakeLogicalPort] = field(default_factory=dict)
+
+
+class FakeNorthbound:
+    """The OVN northbound database as the adapter uses it: one lock stands for OVSDB's
+    serialised transactions, a dict of port names for the unique name index."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.switches: dict[str, FakeLogicalSwitch] = {}
+        self.tokens: dict[str, str] = {}  # token name -> switch name
+        self.port_names: dict[str, str] = {}  # logical port name -> switch name
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    # reads
+
+    def _pool(self, name: str, sw: FakeLogicalSwitch) -> Pool:
+        ids = sw.external_ids
+        gateway = ids.get(c.GATEWAY_KEY)
+        return Pool(
+            pool_id=name,
+            subnet=IPv4Network(ids[c.SUBNET_KEY]),
+            gateway=IPv4Address(gateway) if gateway else None,
+            creator=ids[c.CREATOR_KEY],
+            pool_hosts=frozenset(
+                k.removeprefix(c.HOST_POOL_PREFIX) for k in ids if k.startswith(c.HOST_POOL_PREFIX)
+            ),
+            networks={
+                k.removeprefix(c.HOST_NETWORK_PREFIX): v
+                for k, v in ids.items()
+                if k.startswith(c.HOST_NETWORK_PREFIX)
+            },
+        )
+
+    def _reservation(self, pool_id: str, name: str, lsp: FakeLogicalPort) -> Reservation:
+        ids = lsp.external_ids
+        return Reservation(
+            pool_id=pool_id,
+            address=IPv4Address(ids[c.ADDRESS_KEY]),
+            name=name,
+            host=ids[c.HOST_KEY],
+            reserved_at=float(ids[c.RESERVED_AT_KEY]),
+            gateway=ids.get(c.ROLE_KEY) == c.ROLE_GATEWAY,
+            endpoint_id=ids.get(c.ENDPOINT_ID_KEY),
+        )
+
+    def pools(self) -> list[Pool]:
+        with self._lock:
+            return [self._pool(n, sw) for n, sw in self.switches.items()]
+
+    def pool(self, pool_id: str) -> Pool | None:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            return self._pool(pool_id, sw) if sw is not None else None
+
+    def reservation(self, pool_id: str, address: IPv4Address) -> Reservation | None:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            name = c.reservation_name(pool_id, str(address))
+            lsp = sw.ports.get(name) if sw is not None else None
+            return self._reservation(pool_id, name, lsp) if lsp is not None else None
+
+    def stale_reservations(self, host: str, older_than: float) -> list[Reservation]:
+        with self._lock:
+            found = [
+                self._reservation(pool_id, name, lsp)
+                for pool_id, sw in self.switches.items()
+                for name, lsp in sw.ports.items()
+            ]
+        return sorted(
+            (
+                r
+                for r in found
+                if r.host == host
+                and r.reserved_at < older_than
+                and not r.gateway
+                and r.endpoint_id is None
+            ),
+            key=lambda r: (r.pool_id, r.address),
+        )
+
+    # writes
+
+    def acquire_pool(self, subnet: IPv4Network, host: str, driver: str) -> str:
+        name = c.switch_name(str(subnet))
+        key = c.host_pool_key(host)
+        with self._lock:
+            if name in self.switches:
+                self.switches[name].external_ids[key] = f"{self.clock():.3f}"
+                return name
+            for sw in self.switches.values():
+                other = IPv4Network(sw.external_ids[c.SUBNET_KEY])
+                if other.overlaps(subnet):
+                    raise Conflict(f"subnet {subnet} overlaps overlay subnet {other}")
+            self.switches[name] = FakeLogicalSwitch(
+                owned(
+                    {
+                        c.DRIVER_KEY: driver,
+                        c.SUBNET_KEY: str(subnet),
+                        c.CREATOR_KEY: host,
+                        c.TOKEN_KEY: c.token_name(str(subnet)),
+                        key: f"{self.clock():.3f}",
+                    }
+                )
+            )
+            self.tokens[c.token_name(str(subnet))] = name
+            return name
+
+    def release_pool(self, pool_id: str, host: str) -> bool:
+        return self._drop_use(pool_id, c.host_pool_key(host))
+
+    def _drop_use(self, pool_id: str, key: str) -> bool:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            if sw is None:
+                return False
+            sw.external_ids.pop(key, None)
+            users = [
+                k
+                for k in sw.external_ids
+                if k.startswith((c.HOST_POOL_PREFIX, c.HOST_NETWORK_PREFIX))
+            ]
+            reserved = [
+                p for p in sw.ports.values() if p.external_ids.get(c.ROLE_KEY) != c.ROLE_GATEWAY
+            ]
+            if users or reserved:
+                return False
+            del self.switches[pool_id]
+            self.tokens.pop(sw.external_ids[c.TOKEN_KEY], None)
+            for name in sw.ports:
+                self.port_names.pop(name, None)
+            return True
+
+    def set_host_network(self, pool_id: str, host: str, record: str | None) -> None:
+        if record is None:
+            self._drop_use(pool_id, c.host_network_key(host))
+            return
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            if sw is None:
+                raise NotFound(f"overlay pool {pool_id} does not exist in OVN")
+            sw.external_ids[c.host_network_key(host)] = record
+
+    def _insert(
+        self, pool_id: str, sw: FakeLogicalSwitch, address: IPv4Address, host: str, **extra: str
+    ) -> None:
+        name = c.reservation_name(pool_id, str(address))
+        self.port_names[name] = pool_id
+        sw.ports[name] = FakeLogicalPort(
+            owned(
+                {
+                    c.ADDRESS_KEY: str(address),
+                    c.HOST_KEY: host,
+                    c.RESERVED_AT_KEY: f"{self.clock():.3f}",
+                    **extra,
+                }
+            )
+        )
+
+    def _switch(self, pool_id: str) -> FakeLogicalSwitch:
+        sw = self.switches.get(pool_id)
+        if sw is None:
+            raise NotFound(f"overlay pool {pool_id} does not exist in OVN")
+        return sw
+
+    @staticmethod
+    def _check(subnet: IPv4Network, address: IPv4Address) -> None:
+        if address not in subnet or address in (subnet.network_address, subnet.broadcast_address):
+            raise Conflict(f"address {address} cannot be handed out in {subnet}")
+
+    def gateway(self, pool_id: str, host: str, wanted: IPv4Address | None) -> IPv4Address:
+        with self._lock:
+            sw = self._switch(pool_id)
+            subnet = IPv4Network(sw.external_ids[c.SUBNET_KEY])
+            recorded = sw.external_ids.get(c.GATEWAY_KEY)
+            if recorded is not None:
+                if wanted is not None and str(wanted) != recorded:
+                    raise Conflict(f"the gateway of {subnet} is {recorded} on every host")
+                return IPv4Address(recorded)
+            gateway = wanted or next(subnet.hosts())
+            self._check(subnet, gateway)
+            if c.reservation_name(pool_id, str(gateway)) in self.port_names:
+                raise Conflict(f"gateway {gateway} is taken")
+            sw.external_ids[c.GATEWAY_KEY] = str(gateway)
+            self._insert(pool_id, sw, gateway, host, **{c.ROLE_KEY: c.ROLE_GATEWAY})
+            return gateway
+
+    def reserve(self, pool_id: str, host: str, address: IPv4Address | None) -> Reservation:
+        with self._lock:
+            sw = self._switch(pool_id)
+            subnet = IPv4Network(sw.external_ids[c.SUBNET_KEY])
+            taken = {IPv4Address(p.external_ids[c.ADDRESS_KEY]) for p in sw.ports.values()}
+            if address is not None:
+                self._check(subnet, address)
+                if address in taken:
+                    holder = sw.ports[c.reservation_name(pool_id, str(address))]
+                    raise Conflict(
+                        f"address {address} is already reserved by host "
+                        f"{holder.external_ids[c.HOST_KEY]}"
+                    )
+                chosen = address
+            else:
+                free = next((a for a in subnet.hosts() if a not in taken), None)
+                if free is None:
+                    raise Conflict(f"no free address left in overlay subnet {subnet}")
+                chosen = free
+            self._insert(pool_id, sw, chosen, host)
+            name = c.reservation_name(pool_id, str(chosen))
+            return self._reservation(pool_id, name, sw.ports[name])
+
+    def release(self, pool_id: str, address: IPv4Address, host: str) -> bool:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            name = c.reservation_name(pool_id, str(address))
+            lsp = sw.ports.get(name) if sw is not None else None
+            if sw is None or lsp is None:
+                return False
+            ids = lsp.external_ids
+            if ids.get(c.ROLE_KEY) == c.ROLE_GATEWAY or ids[c.HOST_KEY] != host:
+                return False
+            del sw.ports[name]
+            del self.port_names[name]
+            return True
+
+    def bind(
+        self,
+        pool_id: str,
+        address: IPv4Address,
+        *,
+        host: str,
+        endpoint_id: str,
+        mac: str,
+        port_security: bool,
+    ) -> None:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            lsp = sw.ports.get(c.reservation_name(pool_id, str(address))) if sw else None
+            if lsp is None:
+                raise NotFound(f"address {address} is not reserved in overlay pool {pool_id}")
+            ids = lsp.external_ids
+            if ids.get(c.ROLE_KEY) == c.ROLE_GATEWAY or ids[c.HOST_KEY] != host:
+                raise Conflict(f"address {address} is reserved by host {ids[c.HOST_KEY]}")
+            if ids.get(c.ENDPOINT_ID_KEY, endpoint_id) != endpoint_id:
+                raise Conflict(f"address {address} is already another endpoint")
+            lsp.addresses = [f"{mac} {address}"]
+            lsp.port_security = list(lsp.addresses) if port_security else []
+            lsp.options[c.REQUESTED_CHASSIS] = host
+            ids[c.ENDPOINT_ID_KEY] = endpoint_id
+
+    def unbind(self, pool_id: str, address: IPv4Address, host: str, endpoint_id: str) -> None:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            lsp = sw.ports.get(c.reservation_name(pool_id, str(address))) if sw else None
+            if lsp is None or lsp.external_ids.get(c.ENDPOINT_ID_KEY) != endpoint_id:
+                return
+            if lsp.external_ids[c.HOST_KEY] != host:
+                return
+            lsp.addresses, lsp.port_security = [], []
+            lsp.options.pop(c.REQUESTED_CHASSIS, None)
+            del lsp.external_ids[c.ENDPOINT_ID_KEY]
+
+
+@dataclass
+class FakeIntegration:
+    """br-int and its Interface rows; `claims` stands for ovn-controller (True: it sets
+    ovn-installed on every new port at once)."""
+
+    system_id: str | None = "h1"
+    bridge: str = "br-int"
+    encap_ip: str | None = "192.0.2.2"  # FakeLinks' eth0
+    encap_types: tuple[str, ...] = ("geneve",)
+    datapath_type: str | None = "netdev"
+    claims: bool = True
+    fail_add_port: bool = False  # as OVS: the rows stay, the interface has an error
+    ports: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> Interface ids
+    installed_ports: set[str] = field(default_factory=set)
+    waited: list[float] = field(default_factory=list)
+
+    def chassis(self) -> Chassis:
+        if not self.system_id:
+            raise BackendError("this host's Open vSwitch has no external_ids:system-id")
+        return Chassis(
+            self.system_id, self.bridge, self.encap_ip, self.encap_types, self.datapath_type
+        )
+
+    def add_port(self, bridge: str, name: str, external_ids: Mapping[str, str]) -> None:
+        if bridge != self.bridge:
+            raise BackendError(f"the integration bridge {bridge} does not exist")
+        self.ports[name] = dict(external_ids)
+        if self.fail_add_port:
+            raise BackendError(f"Open vSwitch could not open interface {name}")
+        if self.claims:
+            self.installed_ports.add(name)
+
+    def delete_port(self, bridge: str, name: str) -> None:
+        self.ports.pop(name, None)
+        self.installed_ports.discard(name)
+
+    def installed(self, name: str) -> bool:
+        return name in self.installed_ports
+
+    def wait_installed(self, name: str, timeout: float) -> bool:
+        self.waited.append(timeout)
+        return self.installed(name)
+
+    def list_endpoints(self) -> list[dict[str, str]]:
+        return [dict(ids) for ids in self.ports.values()]

@@ -246,3 +246,38 @@ def test_rules_sit_in_these_chains_with_these_comments() -> None:
         ("filter", "OVS-PLUGIN-FORWARD", "docker-ovs-plugin:a1b2c3d4e5f6:0f1e2d3c4b5a"),
         ("nat", "OVS-PLUGIN-DNAT", "docker-ovs-plugin:a1b2c3d4e5f6:0f1e2d3c4b5a"),
     ]
+
+
+def test_overlay_names_and_keys_keep_their_released_values() -> None:
+    expected = {
+        "MODE_OVERLAY": "overlay",
+        "ADDRESS_SPACE": "docker-ovs",
+        "REGISTRY_NAME": "dop_registry",
+        "REGISTRY_GENERATION_KEY": "docker-ovs:generation",
+        "SUBNET_KEY": "docker-ovs:subnet",
+        "GATEWAY_KEY": "docker-ovs:gateway",
+        "CREATOR_KEY": "docker-ovs:creator",
+        "TOKEN_KEY": "docker-ovs:token",
+        "POOL_SWITCH_KEY": "docker-ovs:switch",
+        "HOST_POOL_PREFIX": "docker-ovs:host-pool:",
+        "HOST_NETWORK_PREFIX": "docker-ovs:host-network:",
+        "ADDRESS_KEY": "docker-ovs:address",
+        "HOST_KEY": "docker-ovs:host",
+        "RESERVED_AT_KEY": "docker-ovs:reserved-at",
+        "ENDPOINT_ID_KEY": "docker-ovs:endpoint-id",
+        "REQUESTED_CHASSIS": "requested-chassis",
+        "ROLE_OVERLAY": "overlay",
+        "OVN_INSTALLED_KEY": "ovn-installed",
+        "DEFAULT_OVN_BRIDGE": "br-int",
+    }
+    assert {name: getattr(contract, name) for name in expected} == expected
+    subnet = "10.90.0.0/16"
+    assert contract.switch_name(subnet) == "dop-10.90.0.0_16"
+    assert contract.token_name(subnet) == "dop_10.90.0.0_16"
+    assert (
+        contract.reservation_name("dop-10.90.0.0_16", "10.90.0.5") == "dop-10.90.0.0_16-10.90.0.5"
+    )
+    assert contract.host_pool_key("h1") == "docker-ovs:host-pool:h1"
+    assert contract.host_network_key("h1") == "docker-ovs:host-network:h1"
+    names = [contract.overlay_host_veth_name(EP), contract.overlay_container_veth_name(EP)]
+    assert names == ["olp0f1e2d3c4b5a", "olc0f1e2d3c4b5a"]

@@ -81,11 +81,28 @@ def test_stale_socket_is_replaced_but_a_file_is_not(tmp_path: Path) -> None:
 
 
 def test_activate_and_capabilities_with_empty_bodies(server: PluginServer) -> None:
-    assert call(server, "/Plugin.Activate") == (200, {"Implements": ["NetworkDriver"]})
+    assert call(server, "/Plugin.Activate") == (
+        200,
+        {"Implements": ["NetworkDriver", "IpamDriver"]},
+    )
     assert call(server, "/NetworkDriver.GetCapabilities") == (
         200,
         {"Scope": "local", "ConnectivityScope": "local"},
     )
+    assert call(server, "/IpamDriver.GetCapabilities") == (
+        200,
+        {"RequiresMACAddress": False, "RequiresRequestReplay": False},
+    )
+    assert call(server, "/IpamDriver.GetDefaultAddressSpaces") == (
+        200,
+        {"LocalDefaultAddressSpace": "docker-ovs", "GlobalDefaultAddressSpace": "docker-ovs"},
+    )
+
+
+def test_ipam_without_ovn_nb_is_refused_with_err_naming_the_flag(server: PluginServer) -> None:
+    status, body = call(server, "/IpamDriver.RequestPool", {"Pool": "10.90.0.0/16"})
+    assert status == 400
+    assert "--ovn-nb" in body["Err"]
 
 
 def test_unknown_path_is_404_with_err(server: PluginServer) -> None:

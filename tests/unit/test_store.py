@@ -20,8 +20,8 @@ def _ep(endpoint_id: str, network_id: str) -> Endpoint:
     return Endpoint(endpoint_id, network_id, "02:42:0a:00:00:02")
 
 
-def _filled() -> Store:
-    store = Store()
+def _filled() -> Store[Network, Endpoint]:
+    store: Store[Network, Endpoint] = Store()
     store.replace_all(
         [_net(NET_A, "shared", 10), _net(NET_B, "shared", 20), _net(NET_C, "own")],
         [_ep(EP_1, NET_A), _ep(EP_2, NET_A), _ep(EP_3, NET_C)],
@@ -70,7 +70,7 @@ def test_put_replaces_and_remove_forgets() -> None:
 
 
 def test_remove_if_current_keeps_a_newer_record_of_the_same_endpoint() -> None:
-    store = Store()
+    store: Store[Network, Endpoint] = Store()
     old = _ep(EP_1, NET_A)
     store.put_endpoint(old)
     newer = _ep(EP_1, NET_A)  # equal, but put later (a re-created endpoint)
@@ -116,7 +116,7 @@ def test_network_and_endpoint_are_read_together() -> None:
 
 
 def test_reads_while_others_write_see_whole_states() -> None:
-    store = Store()
+    store: Store[Network, Endpoint] = Store()
     store.put_network(_net(NET_A, "shared", 10))
     stop = threading.Event()
 

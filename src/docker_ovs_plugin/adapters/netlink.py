@@ -131,6 +131,14 @@ class NetlinkLinks:
             _disable_ipv6(host)
             ipr.link("set", index=index, flags=_IFF_NOARP | _IFF_UP, change=_IFF_NOARP | _IFF_UP)
 
+    def mtu_of_address(self, address: str) -> int | None:
+        with _iproute(f"finding the device of {address}") as ipr:
+            for a in ipr.addr("dump"):
+                if a.get("IFA_ADDRESS") == address or a.get("IFA_LOCAL") == address:
+                    links = ipr.link("get", index=a["index"])
+                    return int(links[0].get("IFLA_MTU"))
+            return None
+
     def delete_link(self, name: str) -> None:
         with _iproute(f"deleting {name}") as ipr:
             _delete(ipr, name)

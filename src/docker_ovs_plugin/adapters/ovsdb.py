@@ -7,7 +7,8 @@ Only rows that carry our owner tag are ever changed or deleted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -18,20 +19,27 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 from docker_ovs_plugin.adapters import ovs_json
 from docker_ovs_plugin.contract import (
+    DEFAULT_OVN_BRIDGE,
     IFACE_ID_KEY,
     NETWORK_ID_KEY,
     NETWORK_KEY_PREFIX,
+    OVN_INSTALLED_KEY,
+    OVS_ENCAP_IP_KEY,
+    OVS_ENCAP_TYPE_KEY,
+    OVS_OVN_BRIDGE_KEY,
+    OVS_SYSTEM_ID_KEY,
     OWNER,
     OWNER_KEY,
     ROLE_GATEWAY,
     ROLE_KEY,
+    ROLE_OVERLAY,
     ROLE_UPLINK,
     network_key,
     owned,
 )
 from docker_ovs_plugin.service.errors import BackendError
 from docker_ovs_plugin.service.model import CorruptState, Endpoint, Network, networks_on_bridge
-from docker_ovs_plugin.service.ports import BridgeState
+from docker_ovs_plugin.service.ports import BridgeState, Chassis
 
 LOG = logging.getLogger(__name__)
 
@@ -43,14 +51,15 @@ _OWNED = ("external_ids", "=", {OWNER_KEY: OWNER})
 # The columns the driver reads or writes. Replicating only these (not Interface statistics,
 # status, ...) makes the first sync at start a third faster with a thousand ports.
 DRIVER_COLUMNS = {
-    "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg"],
+    # external_ids: the chassis (system-id, ovn-bridge, ovn-encap-*) of overlay networks
+    "Open_vSwitch": ["bridges", "next_cfg", "cur_cfg", "external_ids"],
     "Bridge": ["name", "ports", "external_ids", "datapath_type"],
     "Port": ["name", "interfaces", "external_ids", "tag", "trunks", "protected"],
     "Interface": ["name", "type", "external_ids", "ofport", "error", "mtu_request"],
 }
 
 
-class _Idl(connection.OvsdbIdl):  # type: ignore[misc]
+class QuietIdl(connection.OvsdbIdl):  # type: ignore[misc]
     def cooperative_yield(self) -> None:
         """ovsdbapp sleeps(0) after every row of an update so that eventlet's green threads
         get a turn; ours are OS threads, which the GIL's switch interval already serves.
@@ -66,12 +75,12 @@ def connect(
     ovs_json.use_c_parser()
     try:
         if columns is None:
-            idl = _Idl.from_server(remote, "Open_vSwitch", helper_tables=TABLES)
+            idl = QuietIdl.from_server(remote, "Open_vSwitch", helper_tables=TABLES)
         else:
             helper = idlutils.get_schema_helper(remote, "Open_vSwitch")
             for table, names in columns.items():
                 helper.register_columns(table, names)
-            idl = _Idl(remote, helper)
+            idl = QuietIdl(remote, helper)
         return impl_idl.OvsdbIdl(connection.Connection(idl=idl, timeout=timeout))
     except Exception as e:
         raise BackendError(f"cannot reach the Open vSwitch database at {remote}: {e}") from e
@@ -125,6 +134,8 @@ class OvsdbSwitch:
         for row in self._find("Interface", _OWNED):
             if IFACE_ID_KEY not in row.external_ids:
                 continue  # gateway ports are ours too, but are not endpoints
+            if row.external_ids.get(ROLE_KEY) == ROLE_OVERLAY:
+                continue  # an overlay endpoint on the integration bridge (OvsdbIntegration)
             try:
                 endpoints.append(Endpoint.from_external_ids(dict(row.external_ids)))
             except CorruptState:
@@ -303,6 +314,75 @@ class OvsdbSwitch:
         error = row.error if row is not None else ["row vanished"]
         if error:
             raise BackendError(f"Open vSwitch could not open interface {name}: {error[0]}")
+
+
+_INSTALLED_POLL = 0.005  # ovn-controller needs 41-99 ms; a 5 ms poll of the replica is cheap
+
+
+class OvsdbIntegration:
+    """The integration bridge (br-int) that ovn-controller programs: overlay endpoints' ports
+    and the chassis identity. The plugin writes no flows there, only Interface rows."""
+
+    def __init__(self, api: Any, timeout: float) -> None:
+        self._api = api
+        self._ovs = OvsdbSwitch(api, timeout)  # its error boundary and row helpers
+
+    def chassis(self) -> Chassis:
+        rows = self._ovs._find("Open_vSwitch")
+        ids = dict(rows[0].external_ids) if rows else {}
+        system_id = ids.get(OVS_SYSTEM_ID_KEY)
+        if not system_id:
+            raise BackendError(
+                "this host's Open vSwitch has no external_ids:system-id, so OVN does not know it "
+                "as a chassis: set it up for ovn-controller (system-id, ovn-remote, ovn-encap-ip)"
+            )
+        bridge = ids.get(OVS_OVN_BRIDGE_KEY) or DEFAULT_OVN_BRIDGE
+        row = self._ovs._row("Bridge", bridge)
+        encap_ip = ids.get(OVS_ENCAP_IP_KEY, "").split(",")[0].strip() or None
+        types = tuple(t.strip() for t in ids.get(OVS_ENCAP_TYPE_KEY, "geneve").split(","))
+        return Chassis(
+            system_id=system_id,
+            bridge=bridge,
+            encap_ip=encap_ip,
+            encap_types=tuple(t for t in types if t),
+            datapath_type=(str(row.datapath_type) or None) if row is not None else None,
+        )
+
+    def add_port(self, bridge: str, name: str, external_ids: Mapping[str, str]) -> None:
+        api = self._api
+        if self._ovs._row("Bridge", bridge) is None:
+            raise BackendError(
+                f"the integration bridge {bridge} does not exist: is ovn-controller running?"
+            )
+        ids = dict(external_ids)
+        with self._ovs._errors(f"adding port {name} to {bridge}"):
+            with api.transaction(check_error=True) as txn:
+                txn.add(api.add_port(bridge, name, may_exist=True))
+                txn.add(api.db_set("Port", name, ("external_ids", owned())))
+                txn.add(api.db_set("Interface", name, ("external_ids", ids)))
+            self._ovs._check_interface(name)
+
+    def delete_port(self, bridge: str, name: str) -> None:
+        self._ovs.delete_port(bridge, name)
+
+    def installed(self, name: str) -> bool:
+        row = self._ovs._row("Interface", name)
+        return row is not None and row.external_ids.get(OVN_INSTALLED_KEY) == "true"
+
+    def wait_installed(self, name: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.installed(name):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_INSTALLED_POLL)
+        return True
+
+    def list_endpoints(self) -> list[dict[str, str]]:
+        return [
+            dict(row.external_ids)
+            for row in self._ovs._find("Interface", _OWNED)
+            if row.external_ids.get(ROLE_KEY) == ROLE_OVERLAY
+        ]
 
 
 def _trunks(networks: Sequence[Network]) -> list[int]:

@@ -74,6 +74,11 @@ class CreateNetworkRequest(_Request):
     def internal(self) -> bool:
         return self.Options.get(INTERNAL) is True
 
+    @property
+    def address_space(self) -> str:
+        """The IPAM address space of the IPv4 pools ("" without any)."""
+        return self.IPv4Data[0].AddressSpace if self.IPv4Data else ""
+
     def subnets(self, data: list[IPAMData] | None, version: int) -> list[Subnet]:
         out = []
         for item in data or []:
@@ -197,3 +202,27 @@ class ExternalConnectivityRequest(EndpointRequest):
 class JoinRequest(EndpointRequest):
     SandboxKey: str = ""
     Options: dict[str, Any] | None = None
+
+
+# -- remote IPAM (/IpamDriver.*) ------------------------------------------------------------
+
+
+class RequestPoolRequest(_Request):
+    AddressSpace: str = ""
+    Pool: str = ""
+    SubPool: str = ""
+    Options: dict[str, Any] | None = None
+    V6: bool = False
+
+
+class PoolRequest(_Request):
+    PoolID: str = Field(min_length=1)
+
+
+class RequestAddressRequest(PoolRequest):
+    Address: str = ""
+    Options: dict[str, Any] | None = None
+
+
+class ReleaseAddressRequest(PoolRequest):
+    Address: str = Field(min_length=1)

@@ -1,4 +1,4 @@
-"""One handler per remote-driver call: decode, call the driver, encode. Nothing else."""
+"""One handler per remote-driver and remote-IPAM call: decode, call the use case, encode."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from pydantic import BaseModel
 from docker_ovs_plugin.http import models
 from docker_ovs_plugin.http.errors import BadRequest
 from docker_ovs_plugin.service.driver import Driver
+from docker_ovs_plugin.service.ipam import Ipam
+from docker_ovs_plugin.service.networks import Networks
+from docker_ovs_plugin.service.overlay import Overlay
 
 Handler = Callable[[bytes], dict[str, Any]]
 M = TypeVar("M", bound=BaseModel)
@@ -29,12 +32,34 @@ def decode(body: bytes, model: type[M]) -> M:
     return model.model_validate(data)
 
 
-def build_routes(driver: Driver) -> dict[str, Handler]:
-    def activate(_: bytes) -> dict[str, Any]:
-        return {"Implements": ["NetworkDriver"]}
+def activate(_: bytes) -> dict[str, Any]:
+    return {"Implements": ["NetworkDriver", "IpamDriver"]}
 
-    def capabilities(_: bytes) -> dict[str, Any]:
-        return {"Scope": "local", "ConnectivityScope": "local"}
+
+def capabilities(_: bytes) -> dict[str, Any]:
+    return {"Scope": "local", "ConnectivityScope": "local"}
+
+
+def network_ok(body: bytes) -> dict[str, Any]:
+    decode(body, models.NetworkRequest)
+    return {}
+
+
+def allocate_network(body: bytes) -> dict[str, Any]:
+    # Swarm-only (global scope drivers); we are local scope, so there is nothing to add.
+    decode(body, models.NetworkRequest)
+    return {"Options": {}}
+
+
+def discovery(_: bytes) -> dict[str, Any]:
+    # Node discovery is for multi-host drivers; a local-scope driver acknowledges it.
+    return {}
+
+
+def build_routes(
+    driver: Driver, overlay: Overlay | None = None, ipam: Ipam | None = None
+) -> dict[str, Handler]:
+    networks = Networks(driver, overlay)
 
     def create_network(body: bytes) -> dict[str, Any]:
         req = decode(body, models.CreateNetworkRequest)
@@ -44,17 +69,25 @@ def build_routes(driver: Driver) -> dict[str, Handler]:
             ipv6 = req.subnets(req.IPv6Data, 6)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        driver.create_network(req.NetworkID, generic, ipv4, ipv6, internal=req.internal)
+        networks.create_network(
+            req.NetworkID,
+            generic,
+            ipv4,
+            ipv6,
+            internal=req.internal,
+            address_space=req.address_space,
+        )
         return {}
 
     def delete_network(body: bytes) -> dict[str, Any]:
-        driver.delete_network(decode(body, models.NetworkRequest).NetworkID)
+        network_id = decode(body, models.NetworkRequest).NetworkID
+        networks.backend(network_id).delete_network(network_id)
         return {}
 
     def create_endpoint(body: bytes) -> dict[str, Any]:
         req = decode(body, models.CreateEndpointRequest)
         iface = req.Interface
-        mac = driver.create_endpoint(
+        mac = networks.backend(req.NetworkID).create_endpoint(
             req.NetworkID,
             req.EndpointID,
             ipv4=iface.ipv4,
@@ -66,12 +99,12 @@ def build_routes(driver: Driver) -> dict[str, Handler]:
 
     def delete_endpoint(body: bytes) -> dict[str, Any]:
         req = decode(body, models.EndpointRequest)
-        driver.delete_endpoint(req.NetworkID, req.EndpointID)
+        networks.backend(req.NetworkID).delete_endpoint(req.NetworkID, req.EndpointID)
         return {}
 
     def join(body: bytes) -> dict[str, Any]:
         req = decode(body, models.JoinRequest)
-        info = driver.join(req.NetworkID, req.EndpointID)
+        info = networks.backend(req.NetworkID).join(req.NetworkID, req.EndpointID)
         out: dict[str, Any] = {
             "InterfaceName": {"SrcName": info.src_name, "DstPrefix": info.dst_prefix},
             "DisableGatewayService": info.disable_gateway_service,
@@ -84,12 +117,13 @@ def build_routes(driver: Driver) -> dict[str, Handler]:
 
     def leave(body: bytes) -> dict[str, Any]:
         req = decode(body, models.EndpointRequest)
-        driver.leave(req.NetworkID, req.EndpointID)
+        networks.backend(req.NetworkID).leave(req.NetworkID, req.EndpointID)
         return {}
 
     def endpoint_info(body: bytes) -> dict[str, Any]:
         req = decode(body, models.EndpointRequest)
-        return {"Value": driver.endpoint_info(req.NetworkID, req.EndpointID)}
+        info = networks.backend(req.NetworkID).endpoint_info(req.NetworkID, req.EndpointID)
+        return {"Value": info}
 
     def program_external(body: bytes) -> dict[str, Any]:
         req = decode(body, models.ExternalConnectivityRequest)
@@ -97,25 +131,12 @@ def build_routes(driver: Driver) -> dict[str, Handler]:
             mappings = req.port_mappings
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        driver.program_external(req.NetworkID, req.EndpointID, mappings)
+        networks.backend(req.NetworkID).program_external(req.NetworkID, req.EndpointID, mappings)
         return {}
 
     def revoke_external(body: bytes) -> dict[str, Any]:
         req = decode(body, models.EndpointRequest)
-        driver.revoke_external(req.NetworkID, req.EndpointID)
-        return {}
-
-    def network_ok(body: bytes) -> dict[str, Any]:
-        decode(body, models.NetworkRequest)
-        return {}
-
-    def allocate_network(body: bytes) -> dict[str, Any]:
-        # Swarm-only (global scope drivers); we are local scope, so there is nothing to add.
-        decode(body, models.NetworkRequest)
-        return {"Options": {}}
-
-    def discovery(_: bytes) -> dict[str, Any]:
-        # Node discovery is for multi-host drivers; a local-scope driver acknowledges it.
+        networks.backend(req.NetworkID).revoke_external(req.NetworkID, req.EndpointID)
         return {}
 
     return {
@@ -134,4 +155,47 @@ def build_routes(driver: Driver) -> dict[str, Handler]:
         "/NetworkDriver.FreeNetwork": network_ok,
         "/NetworkDriver.DiscoverNew": discovery,
         "/NetworkDriver.DiscoverDelete": discovery,
+        **_ipam_routes(ipam or Ipam(None, None, name=driver.name)),
+    }
+
+
+def _ipam_routes(ipam: Ipam) -> dict[str, Handler]:
+    """/IpamDriver.*: failures are non-200 with {"Err"} (the form both of Docker's decoders
+    read; the IPAM reply's own error field would be "Error")."""
+
+    def ipam_capabilities(_: bytes) -> dict[str, Any]:
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+
+    def address_spaces(_: bytes) -> dict[str, Any]:
+        return {
+            "LocalDefaultAddressSpace": ipam.address_space,
+            "GlobalDefaultAddressSpace": ipam.address_space,
+        }
+
+    def request_pool(body: bytes) -> dict[str, Any]:
+        req = decode(body, models.RequestPoolRequest)
+        pool_id, pool = ipam.request_pool(pool=req.Pool, sub_pool=req.SubPool, v6=req.V6)
+        return {"PoolID": pool_id, "Pool": pool, "Data": {}}
+
+    def release_pool(body: bytes) -> dict[str, Any]:
+        ipam.release_pool(decode(body, models.PoolRequest).PoolID)
+        return {}
+
+    def request_address(body: bytes) -> dict[str, Any]:
+        req = decode(body, models.RequestAddressRequest)
+        address = ipam.request_address(req.PoolID, req.Address, req.Options or {})
+        return {"Address": address, "Data": {}}
+
+    def release_address(body: bytes) -> dict[str, Any]:
+        req = decode(body, models.ReleaseAddressRequest)
+        ipam.release_address(req.PoolID, req.Address)
+        return {}
+
+    return {
+        "/IpamDriver.GetCapabilities": ipam_capabilities,
+        "/IpamDriver.GetDefaultAddressSpaces": address_spaces,
+        "/IpamDriver.RequestPool": request_pool,
+        "/IpamDriver.ReleasePool": release_pool,
+        "/IpamDriver.RequestAddress": request_address,
+        "/IpamDriver.ReleaseAddress": release_address,
     }

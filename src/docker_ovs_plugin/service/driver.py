@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
 from docker_ovs_plugin.contract import DEFAULT_DRIVER, default_bridge_name
-from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, NotFound
+from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, undo
 from docker_ovs_plugin.service.locks import KeyedLocks
 from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping, Subnet
 from docker_ovs_plugin.service.options import parse_network_options
@@ -45,13 +45,6 @@ def mac_for(ipv4: IPv4Interface | None) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, 0x42, *tail))
 
 
-def _undo(what: str, action: Callable[[], None]) -> None:
-    try:
-        action()
-    except Exception:
-        LOG.exception("rollback: could not %s", what)
-
-
 class Driver:
     def __init__(
         self,
@@ -74,7 +67,7 @@ class Driver:
         self._flows = flows
         self._datapath_type = datapath_type
         self._locks = KeyedLocks(lock_timeout)
-        self._store = Store()
+        self._store: Store[Network, Endpoint] = Store()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -104,18 +97,10 @@ class Driver:
         return self._store.endpoints()
 
     def _network(self, network_id: str) -> Network:
-        net = self._store.get_network(network_id)
-        if net is None:
-            raise NotFound(f"network {network_id[:12]} is not an ovs network known to this plugin")
-        return net
+        return self._store.require_network(network_id, "an ovs network known to this plugin")
 
     def _endpoint(self, network_id: str, endpoint_id: str) -> Endpoint:
-        ep = self._store.get_endpoint(endpoint_id)
-        if ep is None or ep.network_id != network_id:
-            raise NotFound(
-                f"endpoint {endpoint_id[:12]} does not exist on network {network_id[:12]}"
-            )
-        return ep
+        return self._store.require_endpoint(network_id, endpoint_id)
 
     @contextmanager
     def _hold(self, network_id: str, bridge: str | None = None) -> Iterator[None]:
@@ -208,8 +193,8 @@ class Driver:
                 self._switch.add_network(net, self._datapath_type, peers)
                 self._plumb_network(net)
             except Exception:
-                _undo("remove firewall rules", lambda: self._firewall.remove_network(net))
-                _undo("remove from the bridge", lambda: self._switch.remove_network(net, peers))
+                undo("remove firewall rules", lambda: self._firewall.remove_network(net))
+                undo("remove from the bridge", lambda: self._switch.remove_network(net, peers))
                 raise
             self._store.put_network(net)
         LOG.info(
@@ -323,9 +308,9 @@ class Driver:
                 self._switch.add_port(net, ep)
                 self._plumb_endpoint(net, ep)
             except Exception:
-                _undo("remove flows", lambda: self._flows.remove_endpoint(net, ep))
-                _undo("delete port", lambda: self._switch.delete_port(net.bridge, ep.host_if))
-                _undo("delete veth", lambda: self._links.delete_link(ep.host_if))
+                undo("remove flows", lambda: self._flows.remove_endpoint(net, ep))
+                undo("delete port", lambda: self._switch.delete_port(net.bridge, ep.host_if))
+                undo("delete veth", lambda: self._links.delete_link(ep.host_if))
                 raise
             self._store.put_endpoint(ep)
         LOG.info("endpoint %s created on network %s", endpoint_id[:12], network_id[:12])
@@ -486,8 +471,8 @@ class Driver:
         try:
             self._firewall.set_port_mappings(net, new)
         except Exception:
-            _undo("restore port mappings", lambda: self._switch.update_endpoint(old))
-            _undo("restore rules", lambda: self._firewall.set_port_mappings(net, old))
+            undo("restore port mappings", lambda: self._switch.update_endpoint(old))
+            undo("restore rules", lambda: self._firewall.set_port_mappings(net, old))
             raise
         self._store.put_endpoint(new)
         LOG.info(

@@ -1,5 +1,10 @@
 """Domain errors. Each message is written for the user who typed the docker command."""
 
+import logging
+from collections.abc import Callable
+
+LOG = logging.getLogger(__name__)
+
 
 class PluginError(Exception):
     """Base of every error the driver reports to Docker as {"Err": message}."""
@@ -29,3 +34,11 @@ class BackendError(PluginError):
     """Open vSwitch, the kernel or iptables refused or did not answer in time."""
 
     status = 500
+
+
+def undo(what: str, action: Callable[[], None]) -> None:
+    """One step of a rollback: a failure is logged, and the rollback goes on."""
+    try:
+        action()
+    except Exception:
+        LOG.exception("rollback: could not %s", what)

@@ -265,3 +265,129 @@ class Endpoint:
             )
         except (KeyError, ValueError, TypeError) as e:
             raise CorruptState(f"interface with external_ids {ids}: unreadable ({e})") from e
+
+
+# -- overlay networks (OVN) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverlayNetwork:
+    """This host's Docker network on a cluster-wide overlay pool (a Logical_Switch).
+
+    The pool (subnet, gateway) is the cluster's; the rest is this host's, recorded as JSON under
+    the switch's host_network_key(<system-id>)."""
+
+    network_id: str
+    pool_id: str
+    subnet: IPv4Network
+    bridge: str  # the integration bridge its ports go on
+    mtu: int
+    gateway: IPv4Address | None = None
+    port_security: bool = True
+    iface_prefix: str = DEFAULT_IFACE_PREFIX
+    driver: str = DEFAULT_DRIVER
+    options: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        r = contract.OverlayRecord
+        data: dict[str, Any] = {
+            r.NETWORK_ID: self.network_id,
+            r.MTU: self.mtu,
+            r.PORT_SECURITY: self.port_security,
+            r.IFACE_PREFIX: self.iface_prefix,
+            r.OPTIONS: self.options,
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(
+        cls,
+        text: str,
+        *,
+        pool_id: str,
+        subnet: IPv4Network,
+        gateway: IPv4Address | None,
+        bridge: str,
+        driver: str,
+    ) -> OverlayNetwork:
+        r = contract.OverlayRecord
+        try:
+            data = json.loads(text)
+            return cls(
+                network_id=str(data[r.NETWORK_ID]),
+                pool_id=pool_id,
+                subnet=subnet,
+                gateway=gateway,
+                bridge=bridge,
+                mtu=int(data[r.MTU]),
+                port_security=bool(data.get(r.PORT_SECURITY, True)),
+                iface_prefix=str(data.get(r.IFACE_PREFIX, DEFAULT_IFACE_PREFIX)),
+                driver=driver,
+                options={str(k): str(v) for k, v in data.get(r.OPTIONS, {}).items()},
+            )
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CorruptState(f"switch {pool_id}: unreadable network record ({e})") from e
+
+
+def recorded_network_id(record: str) -> str | None:
+    """The Docker network id in an OverlayRecord (None when unreadable)."""
+    try:
+        return str(json.loads(record)[contract.OverlayRecord.NETWORK_ID])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class OverlayEndpoint:
+    """A container's port on an overlay network: its reservation's logical port, bound."""
+
+    endpoint_id: str
+    network_id: str
+    pool_id: str
+    mac: str
+    ipv4: IPv4Interface
+    driver: str = DEFAULT_DRIVER
+
+    @property
+    def host_if(self) -> str:
+        return contract.overlay_host_veth_name(self.endpoint_id)
+
+    @property
+    def container_if(self) -> str:
+        return contract.overlay_container_veth_name(self.endpoint_id)
+
+    @property
+    def logical_port(self) -> str:
+        return contract.reservation_name(self.pool_id, str(self.ipv4.ip))
+
+    def to_external_ids(self) -> dict[str, str]:
+        c = contract
+        return owned(
+            {
+                # iface-id is what ovn-controller matches to the logical port
+                c.IFACE_ID_KEY: self.logical_port,
+                c.ATTACHED_MAC_KEY: self.mac,
+                c.IFACE_STATUS_KEY: c.IFACE_STATUS_ACTIVE,
+                c.ROLE_KEY: c.ROLE_OVERLAY,
+                c.ENDPOINT_ID_KEY: self.endpoint_id,
+                c.NETWORK_ID_KEY: self.network_id,
+                c.POOL_SWITCH_KEY: self.pool_id,
+                c.IPV4_ADDRESS_KEY: str(self.ipv4),
+                c.DRIVER_KEY: self.driver,
+            }
+        )
+
+    @classmethod
+    def from_external_ids(cls, ids: dict[str, str]) -> OverlayEndpoint:
+        c = contract
+        try:
+            return cls(
+                endpoint_id=ids[c.ENDPOINT_ID_KEY],
+                network_id=ids[c.NETWORK_ID_KEY],
+                pool_id=ids[c.POOL_SWITCH_KEY],
+                mac=ids[c.ATTACHED_MAC_KEY],
+                ipv4=IPv4Interface(ids[c.IPV4_ADDRESS_KEY]),
+                driver=ids.get(c.DRIVER_KEY, DEFAULT_DRIVER),
+            )
+        except (KeyError, ValueError) as e:
+            raise CorruptState(f"overlay interface {ids}: unreadable ({e})") from e

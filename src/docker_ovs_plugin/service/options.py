@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from docker_ovs_plugin.contract import DEFAULT_IFACE_PREFIX, IFNAMSIZ
+from docker_ovs_plugin.contract import DEFAULT_IFACE_PREFIX, IFNAMSIZ, MODE_OVERLAY
 from docker_ovs_plugin.service.errors import InvalidRequest
 from docker_ovs_plugin.service.model import Mode
 
@@ -101,6 +101,16 @@ def _last_given(raw: dict[str, str], *keys: str) -> tuple[str, str] | None:
     return found[-1] if found else None
 
 
+def _iface_prefix(raw: dict[str, str]) -> str:
+    prefix = raw.get(DOCKER_IFACE_PREFIX) or DEFAULT_IFACE_PREFIX
+    if not _PREFIX_RE.match(prefix):
+        raise InvalidRequest(
+            f"option {DOCKER_IFACE_PREFIX}={prefix!r}: use 1 to 11 letters, digits, '-' or '_', "
+            "starting with a letter (the kernel appends an index)"
+        )
+    return prefix
+
+
 def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict[str, str]]:
     """Return the validated options and the raw key/values kept for operators."""
     raw = {key: _as_str(key, value) for key, value in generic.items()}
@@ -144,12 +154,7 @@ def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict
             raise InvalidRequest(
                 f"option {DOCKER_HOST_BINDING}={raw[DOCKER_HOST_BINDING]!r} is not an IPv4 address"
             ) from None
-    prefix = raw.get(DOCKER_IFACE_PREFIX) or DEFAULT_IFACE_PREFIX
-    if not _PREFIX_RE.match(prefix):
-        raise InvalidRequest(
-            f"option {DOCKER_IFACE_PREFIX}={prefix!r}: use 1 to 11 letters, digits, '-' or '_', "
-            "starting with a letter (the kernel appends an index)"
-        )
+    prefix = _iface_prefix(raw)
     if mode is not Mode.NAT and DOCKER_MASQUERADE in raw and masquerade:
         raise InvalidRequest(f"option {DOCKER_MASQUERADE}=true only applies to {MODE}=nat")
 
@@ -164,6 +169,53 @@ def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict
             masquerade=masquerade and mode is Mode.NAT,
             port_security=port_security,
             host_binding_ipv4=host_binding,
+            iface_prefix=prefix,
+        ),
+        raw,
+    )
+
+
+# -- overlay networks (-o ovs.mode=overlay) ---------------------------------------------------
+
+OVERLAY_OPTIONS = frozenset({MODE, MTU, PORT_SECURITY})
+
+
+@dataclass(frozen=True)
+class OverlayOptions:
+    mtu: int | None = None  # None: the underlay's MTU less the encapsulation's overhead
+    port_security: bool = True
+    iface_prefix: str = DEFAULT_IFACE_PREFIX
+
+
+def is_overlay(generic: dict[str, Any]) -> bool:
+    mode = generic.get(MODE)
+    return isinstance(mode, str) and mode.strip().lower() == MODE_OVERLAY
+
+
+def parse_overlay_options(generic: dict[str, Any]) -> tuple[OverlayOptions, dict[str, str]]:
+    """The options of an overlay network, and the raw key/values kept for operators."""
+    raw = {key: _as_str(key, value) for key, value in generic.items()}
+    ours = sorted(k for k in raw if k.startswith(OUR_PREFIX))
+    unknown = [k for k in ours if k not in KNOWN_OPTIONS]
+    if unknown:
+        raise InvalidRequest(
+            f"unknown option(s) {', '.join(unknown)}; supported with {MODE}={MODE_OVERLAY}: "
+            f"{', '.join(sorted(OVERLAY_OPTIONS))}"
+        )
+    other = [k for k in ours if k not in OVERLAY_OPTIONS]
+    if other:
+        raise InvalidRequest(
+            f"option(s) {', '.join(other)} do not apply to {MODE}={MODE_OVERLAY} (its ports "
+            "are on OVN's integration bridge)"
+        )
+    mtu_opt = _last_given(raw, DOCKER_MTU, MTU)
+    prefix = _iface_prefix(raw)
+    return (
+        OverlayOptions(
+            mtu=_int(mtu_opt[0], mtu_opt[1], MIN_MTU, MAX_MTU) if mtu_opt else None,
+            port_security=_bool(PORT_SECURITY, raw[PORT_SECURITY])
+            if PORT_SECURITY in raw
+            else True,
             iface_prefix=prefix,
         ),
         raw,

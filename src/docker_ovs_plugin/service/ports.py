@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
 
 from docker_ovs_plugin.service.model import Endpoint, IPInterface, Network
@@ -113,6 +114,9 @@ class Links(Protocol):
     def configure_bridge_port(self, name: str, addresses: Sequence[IPInterface]) -> None:
         """Wait (bounded) for an internal port's device, give it the addresses, bring it up."""
 
+    def mtu_of_address(self, address: str) -> int | None:
+        """The MTU of the device that holds `address` (None: no device holds it)."""
+
 
 class Flows(Protocol):
     """OpenFlow rules (they live in ovs-vswitchd only, not in OVSDB)."""
@@ -155,3 +159,122 @@ class DockerView(Protocol):
 
     def endpoints_by_network(self) -> dict[str, set[str]]:
         """Endpoint ids of every network of this driver, by network id. Raises on failure."""
+
+
+# -- multi-host overlay networks (OVN) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An overlay subnet as the OVN northbound database records it (one Logical_Switch)."""
+
+    pool_id: str  # the switch's name; Docker's PoolID
+    subnet: IPv4Network
+    gateway: IPv4Address | None
+    creator: str  # system-id
+    pool_hosts: frozenset[str]  # hosts whose IPAM handed it out
+    networks: Mapping[str, str]  # system-id -> that host's network record (JSON)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One reserved address (a Logical_Switch_Port)."""
+
+    pool_id: str
+    address: IPv4Address
+    name: str  # the logical port's name
+    host: str  # system-id of the host that reserved it
+    reserved_at: float  # unix time
+    gateway: bool = False  # the switch's gateway, shared by every host
+    endpoint_id: str | None = None  # set while it is an endpoint's port
+
+
+class Northbound(Protocol):
+    """The cluster's shared intent: overlay subnets and their addresses (OVN northbound).
+
+    Every write is atomic and safe against other hosts writing at the same time; reads come
+    from a local replica, which may lag other hosts' writes by a moment."""
+
+    def pools(self) -> list[Pool]:
+        """Every overlay pool of this plugin (all driver names)."""
+
+    def pool(self, pool_id: str) -> Pool | None: ...
+
+    def acquire_pool(self, subnet: IPv4Network, host: str, driver: str) -> str:
+        """The pool id of the subnet's switch, created unless some host made it already, and
+        `host` recorded as one of its users. Conflict if it overlaps another pool."""
+
+    def release_pool(self, pool_id: str, host: str) -> bool:
+        """Drop `host`'s use; delete the switch when no host uses it and no address of it is
+        reserved (True when deleted)."""
+
+    def set_host_network(self, pool_id: str, host: str, record: str | None) -> None:
+        """Record (or, with None, drop) `host`'s Docker network on the pool. Dropping the last
+        use deletes an unused switch as release_pool does (Docker sends ReleasePool before
+        DeleteNetwork)."""
+
+    def gateway(self, pool_id: str, host: str, wanted: IPv4Address | None) -> IPv4Address:
+        """The pool's one gateway address: recorded and reserved by the first request (the
+        first host address unless `wanted`), the same for every host after."""
+
+    def reserve(self, pool_id: str, host: str, address: IPv4Address | None) -> Reservation:
+        """Reserve `address`, or the lowest free one; Conflict when it is taken / none is."""
+
+    def release(self, pool_id: str, address: IPv4Address, host: str) -> bool:
+        """Delete the reservation if `host` made it (the gateway stays); True when deleted."""
+
+    def reservation(self, pool_id: str, address: IPv4Address) -> Reservation | None: ...
+
+    def bind(
+        self,
+        pool_id: str,
+        address: IPv4Address,
+        *,
+        host: str,
+        endpoint_id: str,
+        mac: str,
+        port_security: bool,
+    ) -> None:
+        """Make `host`'s reservation the endpoint's logical port (addresses, port security,
+        requested-chassis)."""
+
+    def unbind(self, pool_id: str, address: IPv4Address, host: str, endpoint_id: str) -> None:
+        """Make the endpoint's logical port a plain reservation again (if it still is its)."""
+
+    def stale_reservations(self, host: str, older_than: float) -> list[Reservation]:
+        """`host`'s reservations made before unix time `older_than` that are no endpoint's
+        port, nor the gateway: candidates for a collector of addresses Docker never released."""
+
+
+@dataclass(frozen=True)
+class Chassis:
+    """This host as OVN knows it, from the local Open_vSwitch row."""
+
+    system_id: str
+    bridge: str  # the integration bridge
+    encap_ip: str | None
+    encap_types: tuple[str, ...]
+    datapath_type: str | None  # of the integration bridge; None when it is not there yet
+
+
+class Integration(Protocol):
+    """The local integration bridge, which ovn-controller programs (the plugin writes no
+    flows on it)."""
+
+    def chassis(self) -> Chassis:
+        """BackendError when this host has no system-id (ovn-controller not set up)."""
+
+    def add_port(self, bridge: str, name: str, external_ids: Mapping[str, str]) -> None:
+        """Add the port with these Interface external_ids; fail if OVS cannot open it."""
+
+    def delete_port(self, bridge: str, name: str) -> None:
+        """Delete the port if it exists and is ours."""
+
+    def installed(self, name: str) -> bool:
+        """Whether ovn-controller has put the port's flows in (external_ids:ovn-installed)."""
+
+    def wait_installed(self, name: str, timeout: float) -> bool:
+        """Wait, at most `timeout` seconds, until installed(name); return it."""
+
+    def list_endpoints(self) -> list[dict[str, str]]:
+        """The external_ids of every overlay endpoint's Interface of ours."""

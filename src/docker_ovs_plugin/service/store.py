@@ -11,51 +11,88 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-from docker_ovs_plugin.service.model import Endpoint, Network
+from docker_ovs_plugin.service.errors import NotFound
+
+
+class _NetworkLike(Protocol):
+    @property
+    def network_id(self) -> str: ...
+
+    @property
+    def bridge(self) -> str: ...
+
+
+class _EndpointLike(Protocol):
+    @property
+    def endpoint_id(self) -> str: ...
+
+    @property
+    def network_id(self) -> str: ...
+
+
+N = TypeVar("N", bound=_NetworkLike)
+E = TypeVar("E", bound=_EndpointLike)
 
 
 @dataclass(frozen=True)
-class NetworkView:
+class NetworkView(Generic[N, E]):
     """A network, the other networks on a bridge, and its endpoints, read at one instant."""
 
-    network: Network
-    peers: list[Network]
-    endpoints: list[Endpoint]
+    network: N
+    peers: list[N]
+    endpoints: list[E]
 
 
-class Store:
+class Store(Generic[N, E]):
+    """Bridge networks (Store[Network, Endpoint]) or overlay ones, each in a store of its own."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._networks: dict[str, Network] = {}
-        self._endpoints: dict[str, Endpoint] = {}
+        self._networks: dict[str, N] = {}
+        self._endpoints: dict[str, E] = {}
 
     # -- reads -----------------------------------------------------------------------------
 
-    def get_network(self, network_id: str) -> Network | None:
+    def get_network(self, network_id: str) -> N | None:
         with self._lock:
             return self._networks.get(network_id)
 
-    def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
+    def get_endpoint(self, endpoint_id: str) -> E | None:
         with self._lock:
             return self._endpoints.get(endpoint_id)
 
-    def networks(self) -> list[Network]:
+    def require_network(self, network_id: str, unknown: str) -> N:
+        """The network, or NotFound saying `unknown` (what kind of network it is not)."""
+        net = self.get_network(network_id)
+        if net is None:
+            raise NotFound(f"network {network_id[:12]} is not {unknown}")
+        return net
+
+    def require_endpoint(self, network_id: str, endpoint_id: str) -> E:
+        """The endpoint if it is on that network, or NotFound."""
+        ep = self.get_endpoint(endpoint_id)
+        if ep is None or ep.network_id != network_id:
+            raise NotFound(
+                f"endpoint {endpoint_id[:12]} does not exist on network {network_id[:12]}"
+            )
+        return ep
+
+    def networks(self) -> list[N]:
         with self._lock:
             return list(self._networks.values())
 
-    def endpoints(self) -> list[Endpoint]:
+    def endpoints(self) -> list[E]:
         with self._lock:
             return list(self._endpoints.values())
 
-    def network_and_endpoint(
-        self, network_id: str, endpoint_id: str
-    ) -> tuple[Network | None, Endpoint | None]:
+    def network_and_endpoint(self, network_id: str, endpoint_id: str) -> tuple[N | None, E | None]:
         """Both at one instant (the endpoint whatever network it is on)."""
         with self._lock:
             return self._networks.get(network_id), self._endpoints.get(endpoint_id)
 
-    def view(self, network_id: str, bridge: str) -> NetworkView | None:
+    def view(self, network_id: str, bridge: str) -> NetworkView[N, E] | None:
         """The network with the others on `bridge` and its endpoints; None if it is unknown.
 
         `bridge` is the one the caller locked, named apart from the network's own in case
@@ -76,14 +113,14 @@ class Store:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def replace_all(self, networks: Iterable[Network], endpoints: Iterable[Endpoint]) -> None:
+    def replace_all(self, networks: Iterable[N], endpoints: Iterable[E]) -> None:
         networks_by_id = {n.network_id: n for n in networks}
         endpoints_by_id = {e.endpoint_id: e for e in endpoints}
         with self._lock:
             self._networks = networks_by_id
             self._endpoints = endpoints_by_id
 
-    def put_network(self, network: Network) -> None:
+    def put_network(self, network: N) -> None:
         with self._lock:
             self._networks[network.network_id] = network
 
@@ -91,7 +128,7 @@ class Store:
         with self._lock:
             self._networks.pop(network_id, None)
 
-    def put_endpoint(self, endpoint: Endpoint) -> None:
+    def put_endpoint(self, endpoint: E) -> None:
         with self._lock:
             self._endpoints[endpoint.endpoint_id] = endpoint
 
@@ -99,7 +136,7 @@ class Store:
         with self._lock:
             self._endpoints.pop(endpoint_id, None)
 
-    def remove_endpoint_if_current(self, endpoint: Endpoint) -> None:
+    def remove_endpoint_if_current(self, endpoint: E) -> None:
         """Remove the endpoint only if the store still holds this very record: a late
         removal of an old record must not drop a newer one of the same id."""
         with self._lock:
