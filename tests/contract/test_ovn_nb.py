@@ -17,14 +17,14 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import NoReturn, Protocol
 
 import pytest
-from testbed import ovn_sandbox
-from testbed.ovn_sandbox import OvnNbCluster, OvnNbSandbox
 
 from docker_ovs_plugin import contract as c
 from docker_ovs_plugin.adapters import ovn_nb
 from docker_ovs_plugin.adapters.ovn_nb import OvnNorthbound
 from docker_ovs_plugin.service.errors import Conflict, NotFound
 from docker_ovs_plugin.service.ports import Northbound
+from testbed import ovn_sandbox
+from testbed.ovn_sandbox import OvnNbCluster, OvnNbSandbox
 from unit.fakes import FakeNorthbound
 
 from .conftest import IMPLEMENTATIONS
