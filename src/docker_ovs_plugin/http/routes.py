@@ -33,6 +33,8 @@ def decode(body: bytes, model: type[M]) -> M:
 
 
 def activate(_: bytes) -> dict[str, Any]:
+    # IpamDriver even without --ovn-nb: dockerd activates a v1 plugin once and keeps the answer
+    # across plugin restarts; its IPAM requests are refused with a message naming the flag.
     return {"Implements": ["NetworkDriver", "IpamDriver"]}
 
 
