@@ -11,23 +11,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from docker_ovs_plugin import contract as c
-from docker_ovs_plugin.service.driver import Driver
 from docker_ovs_plugin.service.errors import Conflict
-from docker_ovs_plugin.service.ipam import Ipam
-from docker_ovs_plugin.service.networks import Networks
-from docker_ovs_plugin.service.overlay import Overlay
 from docker_ovs_plugin.service.ports import ClusterNetwork
 from docker_ovs_plugin.service.sync import NetworkSync
 
-from .fakes import (
-    FakeDockerd,
-    FakeFirewall,
-    FakeFlows,
-    FakeIntegration,
-    FakeLinks,
-    FakeNorthbound,
-    FakeSwitch,
-)
+from .fakes import FakeDockerd, FakeNorthbound
+from .test_overlay import Host as PluginHost
 
 OPTIONS = {"ovs.mode": "overlay", "ovs.mtu": "1400"}
 
@@ -41,34 +30,20 @@ class Clock:
 
 
 @dataclass
-class Host:
-    nb: FakeNorthbound
-    system_id: str
-    clock: Clock
-    integration: FakeIntegration = field(init=False)
-    links: FakeLinks = field(default_factory=FakeLinks)
+class Host(PluginHost):
+    """test_overlay's host (its plugin on fakes), with its own dockerd and network sync."""
+
+    clock: Clock = field(default_factory=Clock)
     docker: FakeDockerd = field(init=False)
-    overlay: Overlay = field(init=False)
-    ipam: Ipam = field(init=False)
-    networks: Networks = field(init=False)
     sync: NetworkSync = field(init=False)
 
     def __post_init__(self) -> None:
-        self.integration = FakeIntegration(system_id=self.system_id)
         self.docker = FakeDockerd(self.system_id, "ovs", self)
-        self.restart()
+        super().__post_init__()
 
     def restart(self) -> None:
         """A new plugin process (dockerd keeps its networks): nothing in memory survives."""
-        self.overlay = Overlay(
-            self.nb, self.integration, self.links, datapath_type="netdev", join_timeout=20.0
-        )
-        self.ipam = Ipam(self.nb, self.integration)
-        switch = FakeSwitch()
-        driver = Driver(
-            switch, self.links, FakeFirewall(), FakeFlows(switch=switch), datapath_type="netdev"
-        )
-        self.networks = Networks(driver, self.overlay)
+        super().restart()
         self.sync = NetworkSync(self.nb, self.docker, self.integration, clock=self.clock)
         self.overlay.before_delete = self.sync.before_delete
 
@@ -107,7 +82,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def hosts(nb: FakeNorthbound, clock: Clock) -> list[Host]:
-    return [Host(nb, f"h{i}", clock) for i in (1, 2, 3)]
+    return [Host(nb, f"h{i}", clock=clock) for i in (1, 2, 3)]
 
 
 def settle(hosts: list[Host], rounds: int = 4) -> None:
@@ -177,14 +152,14 @@ def test_containers_of_every_host_share_the_subnet(hosts: list[Host]) -> None:
 def test_a_host_that_joins_later_or_restarts_catches_up_on_its_first_pass(
     nb: FakeNorthbound, clock: Clock
 ) -> None:
-    h1, h2 = Host(nb, "h1", clock), Host(nb, "h2", clock)
+    h1, h2 = Host(nb, "h1", clock=clock), Host(nb, "h2", clock=clock)
     h1.create("web")
     h1.create("db", subnet="10.91.0.0/16")
     settle([h1])
     h2.restart()  # its plugin was down meanwhile
     h2.sync.run_once()
     assert (h2.has("web"), h2.has("db")) == ("10.90.0.0/16", "10.91.0.0/16")
-    h3 = Host(nb, "h3", clock)  # a host that joins the cluster now
+    h3 = Host(nb, "h3", clock=clock)  # a host that joins the cluster now
     h3.sync.run_once()
     assert (h3.has("web"), h3.has("db")) == ("10.90.0.0/16", "10.91.0.0/16")
     settle([h1, h2, h3])
@@ -439,7 +414,7 @@ def test_the_delete_hook_asks_no_docker(hosts: list[Host]) -> None:
 def test_the_background_threads_propagate_within_two_seconds(
     nb: FakeNorthbound, clock: Clock
 ) -> None:
-    hosts = [Host(nb, f"h{i}", clock) for i in (1, 2, 3)]
+    hosts = [Host(nb, f"h{i}", clock=clock) for i in (1, 2, 3)]
     for h in hosts:
         # A long interval: only the row events can make it within 2 s.
         h.sync = NetworkSync(nb, h.docker, h.integration, interval=60.0)
