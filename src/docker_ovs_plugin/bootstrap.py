@@ -9,6 +9,7 @@ from typing import Any
 
 from docker_ovs_plugin.adapters import datapath, ovn_nb, ovsdb
 from docker_ovs_plugin.adapters.docker_api import DockerApi
+from docker_ovs_plugin.adapters.docker_networks import DockerNetworksApi
 from docker_ovs_plugin.adapters.inventory import OvsdbPorts
 from docker_ovs_plugin.adapters.iptables import IptablesFirewall
 from docker_ovs_plugin.adapters.netlink import NetlinkLinks
@@ -23,6 +24,7 @@ from docker_ovs_plugin.service.ipam import Ipam
 from docker_ovs_plugin.service.overlay import Overlay
 from docker_ovs_plugin.service.reaper import Reaper
 from docker_ovs_plugin.service.reconcile import Reconciler
+from docker_ovs_plugin.service.sync import NetworkSync
 from docker_ovs_plugin.settings import Settings
 
 LOG = logging.getLogger(__name__)
@@ -38,8 +40,11 @@ class Core:
     ipam: Ipam
     overlay: Overlay | None = None  # with --ovn-nb
     northbound: ovn_nb.OvnNorthbound | None = None
+    sync: NetworkSync | None = None  # with --ovn-nb and a Docker URL
 
     def close(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
         self.reconciler.stop()
         self.driver.flush()  # queued deletions finish before the OVSDB connection goes
         if self.overlay is not None:
@@ -110,6 +115,15 @@ def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
         name=settings.name,
         reaper=Reaper() if deferred_deletes else None,
     )
+    sync = None
+    if settings.docker_url:
+        sync = NetworkSync(
+            northbound,
+            DockerNetworksApi(settings.name, settings.docker_url),
+            integration,
+            name=settings.name,
+        )
+        overlay.before_delete = sync.before_delete
     return Core(
         driver,
         reconciler,
@@ -117,6 +131,7 @@ def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
         ipam=Ipam(northbound, integration, name=settings.name),
         overlay=overlay,
         northbound=northbound,
+        sync=sync,
     )
 
 
@@ -165,6 +180,10 @@ def build(settings: Settings) -> App:
         threading.Thread(
             target=core.reconciler.restore_plumbing, name="restore", daemon=True
         ).start()
+    if core.sync is not None:
+        # The socket listens already: the Docker calls of its first pass (which make dockerd
+        # call this plugin) wait in its backlog until serve_forever takes them.
+        core.sync.start()
     LOG.info(
         "serving driver %r on %s (OVSDB %s, datapath %s%s)",
         settings.name,

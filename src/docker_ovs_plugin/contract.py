@@ -12,6 +12,7 @@ A leaf module: the standard library only, nothing from this project.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 # -- OVSDB external_ids: tags on every row we create -------------------------------------------
@@ -245,6 +246,42 @@ class OverlayRecord:
     PORT_SECURITY: Final = "port_security"
     IFACE_PREFIX: Final = "iface_prefix"
     OPTIONS: Final = "options"
+
+
+# The cluster's Docker network on a switch ("create once"), written by the host whose plugin
+# published it (its background sync, from its Docker API): every other host's sync creates a
+# Docker network of that name, subnet and options through its own Docker API.
+NAME_KEY: Final = NS + "name"  # the Docker network name (also on its name token)
+DRIVER_OPTIONS_KEY: Final = NS + "driver-options"  # JSON object: the -o options
+IPAM_OPTIONS_KEY: Final = NS + "ipam-options"  # JSON object: the --ipam-opt options
+PUBLISHER_KEY: Final = NS + "publisher"  # system-id of the host that published it
+NAME_TOKEN_KEY: Final = NS + "name-token"  # on the switch: its name token's Port_Group name
+# `docker network rm` on some host while no container used the network anywhere: every host
+# removes its Docker network; a TombstoneRecord as JSON.
+DELETED_KEY: Final = NS + "deleted"
+# Per host: it removed its Docker network while containers elsewhere used the cluster network,
+# so its sync does not create it there again (unix time).
+HOST_LEFT_PREFIX: Final = NS + "host-left:"
+# Port_Group names match [a-zA-Z_.][a-zA-Z_.0-9]*, Docker network names may hold '-': a hash.
+NAME_TOKEN_PREFIX: Final = "dopn_"  # noqa: S105 (not a secret)
+NAME_TOKEN_HASH_CHARS: Final = 40  # of sha256's hex digest
+
+
+def name_token(name: str) -> str:
+    """The Port_Group whose unique name makes a Docker network name one network cluster-wide."""
+    return NAME_TOKEN_PREFIX + hashlib.sha256(name.encode()).hexdigest()[:NAME_TOKEN_HASH_CHARS]
+
+
+def host_left_key(system_id: str) -> str:
+    return HOST_LEFT_PREFIX + system_id
+
+
+class TombstoneRecord:
+    """Keys of the JSON object under DELETED_KEY."""
+
+    HOST: Final = "host"  # system-id of the host whose `docker network rm` it was
+    AT: Final = "at"  # unix time
+    NETWORKS: Final = "networks"  # system-id -> that host's Docker network id, to remove
 
 
 # Logical_Switch_Port external_ids of a reservation

@@ -8,6 +8,7 @@ a Raft leader election (a 3-member cluster on unix sockets, its leader killed).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from docker_ovs_plugin import contract as c
 from docker_ovs_plugin.adapters import ovn_nb
 from docker_ovs_plugin.adapters.ovn_nb import OvnNorthbound
 from docker_ovs_plugin.service.errors import Conflict, NotFound
-from docker_ovs_plugin.service.ports import Northbound
+from docker_ovs_plugin.service.ports import Catalog, ClusterNetwork, Northbound
 from testbed import ovn_sandbox
 from testbed.ovn_sandbox import OvnNbCluster, OvnNbSandbox
 from unit.fakes import FakeNorthbound
@@ -389,3 +390,129 @@ def test_writes_retry_through_a_leader_election() -> None:
             print(f"\nleader killed; first write committed after {first_write:.2f} s")
         finally:
             nb.close()
+
+
+# -- the cluster's Docker networks ("create once") --------------------------------------------
+
+
+def _record(network_id: str) -> str:
+    return json.dumps({c.OverlayRecord.NETWORK_ID: network_id})
+
+
+def _named(nb: Northbound | OvnNorthbound, name: str) -> list[ClusterNetwork]:
+    catalog: Catalog = nb  # type: ignore[assignment]
+    return [n for n in catalog.cluster_networks() if n.name == name]
+
+
+def test_a_removal_is_a_tombstone_unless_other_hosts_use_it(world: NbWorld) -> None:
+    two_hosts_on_the_pool(world)
+    world.h1.set_host_network(POOL, "h1", _record("n1" * 32))
+    world.h2.set_host_network(POOL, "h2", _record("n2" * 32))
+    c1: Catalog = world.h1  # type: ignore[assignment]
+    c2: Catalog = world.h2  # type: ignore[assignment]
+    assert c1.publish(POOL, name="web", driver_options={"a": "1"}, ipam_options={}, host="h1")
+    assert both_see(world, lambda nb: len(_named(nb, "web")) == 1)
+    [net] = _named(world.h2, "web")
+    assert (net.holds_name, net.publisher, dict(net.driver_options)) == (True, "h1", {"a": "1"})
+    # A container of h2 on it: h1's removal is h1 leaving it, and says who uses it.
+    world.h2.gateway(POOL, "h2", None)
+    r = world.h2.reserve(POOL, "h2", None)
+    assert both_see(world, lambda nb: nb.reservation(POOL, r.address) is not None)
+    world.h2.bind(POOL, r.address, host="h2", endpoint_id=EP, mac=MAC, port_security=True)
+    assert both_see(
+        world, lambda nb: (x := nb.reservation(POOL, r.address)) is not None and x.endpoint_id == EP
+    )
+    assert c1.remove_everywhere(POOL, "h1") == {"h2": 1}
+    assert both_see(world, lambda nb: _named(nb, "web")[0].left == {"h1"})
+    assert _named(world.h1, "web")[0].deleted is None
+    c1.rejoin(POOL, "h1")
+    assert both_see(world, lambda nb: _named(nb, "web")[0].left == frozenset())
+    # No container anywhere: a tombstone naming every host's network id.
+    world.h2.unbind(POOL, r.address, "h2", EP)
+    world.h2.release(POOL, r.address, "h2")
+    assert both_see(world, lambda nb: nb.reservation(POOL, r.address) is None)
+    assert c2.remove_everywhere(POOL, "h2") == {}
+    assert both_see(world, lambda nb: _named(nb, "web")[0].deleted is not None)
+    deleted = _named(world.h1, "web")[0].deleted
+    assert deleted is not None
+    assert (deleted.host, dict(deleted.networks)) == ("h2", {"h1": "n1" * 32, "h2": "n2" * 32})
+    with pytest.raises(Conflict, match="being removed"):
+        world.h1.acquire_pool(SUBNET, "h3", "ovs")
+    # The switch and its name token go with the last use.
+    for host, nb in (("h1", world.h1), ("h2", world.h2)):
+        nb.release_pool(POOL, host)
+        nb.set_host_network(POOL, host, None)
+    assert both_see(world, lambda nb: nb.pool(POOL) is None)
+    c3: Catalog = world.h1  # type: ignore[assignment]
+    assert c3.cluster_networks() == []
+
+
+def test_two_hosts_claiming_one_name_at_once_one_wins(real: RealWorld) -> None:
+    a, b = real.adapters
+    for attempt in range(5):  # several rounds: the race must be hit, not dodged
+        mine, theirs = (
+            IPv4Network(f"10.{110 + attempt}.0.0/16"),
+            IPv4Network(f"10.{120 + attempt}.0.0/16"),
+        )
+        pa = a.acquire_pool(mine, "h1", "ovs")
+        pb = b.acquire_pool(theirs, "h2", "ovs")
+        assert eventually(lambda: a.pool(pb) is not None and b.pool(pa) is not None)  # noqa: B023
+        name = f"web-{attempt}"
+        results = _race([partial(_claim, a, pa, name, "h1"), partial(_claim, b, pb, name, "h2")])
+        assert results[0] == results[1], results
+        assert results[0] in (pa, pb)
+        assert eventually(lambda: len(_named(a, name)) == 1)  # noqa: B023
+        [winner] = _named(a, name)
+        assert winner.pool.pool_id == results[0] and winner.holds_name
+        tokens = _port_groups(a)
+        assert tokens.count(c.name_token(name)) == 1
+
+
+def _claim(nb: OvnNorthbound, pool_id: str, name: str, host: str) -> str:
+    return str(nb.publish(pool_id, name=name, driver_options={}, ipam_options={}, host=host))
+
+
+def _port_groups(nb: OvnNorthbound) -> list[str]:
+    api = nb._api
+    with api.ovsdb_connection.lock:
+        return [str(r.name) for r in api.tables["Port_Group"].rows.values()]
+
+
+def test_a_removed_networks_name_is_taken_over(real: RealWorld) -> None:
+    a, b = real.adapters
+    old, new = IPv4Network("10.130.0.0/16"), IPv4Network("10.131.0.0/16")
+    po = a.acquire_pool(old, "h1", "ovs")
+    a.set_host_network(po, "h1", _record("n1" * 32))
+    assert a.publish(po, name="web", driver_options={}, ipam_options={}, host="h1") == po
+    assert a.remove_everywhere(po, "h1") == {}
+    pn = b.acquire_pool(new, "h2", "ovs")
+    assert eventually(lambda: (p := _named(b, "web")) != [] and p[0].deleted is not None)
+    assert b.publish(pn, name="web", driver_options={}, ipam_options={}, host="h2") == pn
+    assert eventually(
+        lambda: (
+            {n.pool.pool_id: n.holds_name for n in _named(a, "web")}
+            == {
+                po: False,
+                pn: True,
+            }
+        )
+    )
+    # The old switch's last use goes: the name token, now the new one's, stays.
+    a.release_pool(po, "h1")
+    a.set_host_network(po, "h1", None)
+    assert eventually(lambda: a.pool(po) is None)
+    assert c.name_token("web") in _port_groups(a)
+    assert [n.pool.pool_id for n in _named(a, "web")] == [pn]
+
+
+def test_watchers_hear_of_every_change_of_our_switches(real: RealWorld) -> None:
+    a, b = real.adapters
+    heard = threading.Event()
+    a.watch(heard.set)
+    b.acquire_pool(SUBNET, "h2", "ovs")
+    assert heard.wait(5.0)
+    heard.clear()
+    b.set_host_network(POOL, "h2", _record("n2" * 32))
+    began = time.monotonic()
+    assert heard.wait(5.0)
+    print(f"\nanother host's write heard after {(time.monotonic() - began) * 1000:.1f} ms")

@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
+from typing import Protocol
 
 from docker_ovs_plugin import contract as c
 from docker_ovs_plugin.service.driver import Driver
 from docker_ovs_plugin.service.errors import BackendError, Conflict, NotFound
+from docker_ovs_plugin.service.ipam import GATEWAY_TYPE, REQUEST_ADDRESS_TYPE, Ipam
 from docker_ovs_plugin.service.model import (
     OWNER,
     OWNER_KEY,
     Endpoint,
     IPInterface,
     Network,
+    Subnet,
     network_key,
     networks_on_bridge,
     owned,
 )
-from docker_ovs_plugin.service.ports import BridgeState, Chassis, Pool, Reservation
+from docker_ovs_plugin.service.networks import Networks
+from docker_ovs_plugin.service.ports import (
+    BridgeState,
+    Chassis,
+    ClusterNetwork,
+    LocalNetwork,
+    Pool,
+    Reservation,
+    Tombstone,
+)
 
 
 @dataclass
@@ -330,6 +343,8 @@ class FakeNorthbound:
         self.switches: dict[str, FakeLogicalSwitch] = {}
         self.tokens: dict[str, str] = {}  # token name -> switch name
         self.port_names: dict[str, str] = {}  # logical port name -> switch name
+        self.name_tokens: dict[str, str] = {}  # name token -> switch name (unique index)
+        self.watchers: list[Callable[[], None]] = []
         self.clock = clock
         self._lock = threading.Lock()
 
@@ -407,6 +422,7 @@ class FakeNorthbound:
         key = c.host_pool_key(host)
         with self._lock:
             if name in self.switches:
+                self._refuse_removed(self.switches[name], host)
                 self.switches[name].external_ids[key] = f"{self.clock():.3f}"
                 return name
             for sw in self.switches.values():
@@ -448,6 +464,9 @@ class FakeNorthbound:
                 return False
             del self.switches[pool_id]
             self.tokens.pop(sw.external_ids[c.TOKEN_KEY], None)
+            name_token = sw.external_ids.get(c.NAME_TOKEN_KEY, "")
+            if self.name_tokens.get(name_token) == pool_id:  # not when taken over
+                del self.name_tokens[name_token]
             for name in sw.ports:
                 self.port_names.pop(name, None)
             return True
@@ -455,12 +474,14 @@ class FakeNorthbound:
     def set_host_network(self, pool_id: str, host: str, record: str | None) -> None:
         if record is None:
             self._drop_use(pool_id, c.host_network_key(host))
+            self._notify()
             return
         with self._lock:
             sw = self.switches.get(pool_id)
             if sw is None:
                 raise NotFound(f"overlay pool {pool_id} does not exist in OVN")
             sw.external_ids[c.host_network_key(host)] = record
+        self._notify()
 
     def _insert(
         self, pool_id: str, sw: FakeLogicalSwitch, address: IPv4Address, host: str, **extra: str
@@ -579,6 +600,281 @@ class FakeNorthbound:
             lsp.addresses, lsp.port_security = [], []
             lsp.options.pop(c.REQUESTED_CHASSIS, None)
             del lsp.external_ids[c.ENDPOINT_ID_KEY]
+
+    # the cluster's Docker networks
+
+    def _notify(self) -> None:
+        for callback in list(self.watchers):
+            callback()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        self.watchers.append(callback)
+
+    @staticmethod
+    def _refuse_removed(sw: FakeLogicalSwitch, host: str) -> None:
+        ids = sw.external_ids
+        if c.DELETED_KEY in ids and c.host_network_key(host) not in ids:
+            holders = sorted(
+                k.removeprefix(c.HOST_NETWORK_PREFIX)
+                for k in ids
+                if k.startswith(c.HOST_NETWORK_PREFIX)
+            )
+            raise Conflict(
+                f"overlay network {ids.get(c.NAME_KEY)} is being removed on every host; hosts "
+                f"still removing it: {', '.join(holders)}; try again in a moment"
+            )
+
+    def cluster_networks(self) -> list[ClusterNetwork]:
+        with self._lock:
+            out = []
+            for name, sw in self.switches.items():
+                ids = sw.external_ids
+                deleted = None
+                if c.DELETED_KEY in ids:
+                    t = json.loads(ids[c.DELETED_KEY])
+                    r = c.TombstoneRecord
+                    deleted = Tombstone(t[r.HOST], float(t[r.AT]), dict(t[r.NETWORKS]))
+                token = ids.get(c.NAME_TOKEN_KEY)
+                out.append(
+                    ClusterNetwork(
+                        pool=self._pool(name, sw),
+                        name=ids.get(c.NAME_KEY),
+                        driver_options=json.loads(ids.get(c.DRIVER_OPTIONS_KEY, "{}")),
+                        ipam_options=json.loads(ids.get(c.IPAM_OPTIONS_KEY, "{}")),
+                        publisher=ids.get(c.PUBLISHER_KEY, ""),
+                        holds_name=token is not None and self.name_tokens.get(token) == name,
+                        deleted=deleted,
+                        left=frozenset(
+                            k.removeprefix(c.HOST_LEFT_PREFIX)
+                            for k in ids
+                            if k.startswith(c.HOST_LEFT_PREFIX)
+                        ),
+                    )
+                )
+            return out
+
+    def publish(
+        self,
+        pool_id: str,
+        *,
+        name: str,
+        driver_options: Mapping[str, str],
+        ipam_options: Mapping[str, str],
+        host: str,
+    ) -> str | None:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            if sw is None:
+                return None
+            if c.NAME_KEY in sw.external_ids:
+                return pool_id
+            token = c.name_token(name)
+            holder = self.name_tokens.get(token)
+            held = self.switches.get(holder) if holder is not None else None
+            if held is not None and c.DELETED_KEY not in held.external_ids:
+                return holder
+            self.name_tokens[token] = pool_id  # new, or a removed network's taken over
+            sw.external_ids.update(
+                {
+                    c.NAME_KEY: name,
+                    c.NAME_TOKEN_KEY: token,
+                    c.PUBLISHER_KEY: host,
+                    c.DRIVER_OPTIONS_KEY: json.dumps(dict(driver_options), sort_keys=True),
+                    c.IPAM_OPTIONS_KEY: json.dumps(dict(ipam_options), sort_keys=True),
+                }
+            )
+        self._notify()
+        return pool_id
+
+    def remove_everywhere(self, pool_id: str, host: str) -> dict[str, int]:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            if sw is None or c.DELETED_KEY in sw.external_ids:
+                return {}
+            used: dict[str, int] = {}
+            for lsp in sw.ports.values():
+                ids = lsp.external_ids
+                if ids.get(c.ENDPOINT_ID_KEY) and ids[c.HOST_KEY] != host:
+                    used[ids[c.HOST_KEY]] = used.get(ids[c.HOST_KEY], 0) + 1
+            if used:
+                sw.external_ids[c.host_left_key(host)] = f"{self.clock():.3f}"
+            else:
+                r = c.TombstoneRecord
+                networks = {
+                    k.removeprefix(c.HOST_NETWORK_PREFIX): json.loads(v)["network_id"]
+                    for k, v in sw.external_ids.items()
+                    if k.startswith(c.HOST_NETWORK_PREFIX)
+                }
+                sw.external_ids[c.DELETED_KEY] = json.dumps(
+                    {r.HOST: host, r.AT: self.clock(), r.NETWORKS: networks}
+                )
+        self._notify()
+        return used
+
+    def rejoin(self, pool_id: str, host: str) -> None:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            if sw is not None:
+                sw.external_ids.pop(c.host_left_key(host), None)
+
+
+class DockerConflict(Exception):
+    """What the Docker API answers to a name taken or a network in use (HTTP 409)."""
+
+
+@dataclass
+class FakeDockerNetwork:
+    network_id: str
+    name: str
+    driver: str
+    options: dict[str, str]
+    ipam_driver: str
+    ipam_options: dict[str, str]
+    subnet: str
+    gateway: str  # bare IP, as Docker shows it
+    pool_id: str = ""  # what the IPAM driver answered to RequestPool
+    containers: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (ep, CIDR)
+
+
+class PluginSide(Protocol):
+    """What dockerd calls on a host: its plugin's IPAM and network driver."""
+
+    ipam: Ipam
+    networks: Networks
+
+
+class FakeDockerd:
+    """One host's dockerd: its networks by id (and name), and the calls it makes to the
+    plugin in 20.10's order (RequestPool, gateway RequestAddress, CreateNetwork; on rm
+    ReleaseAddress(gateway), ReleasePool, DeleteNetwork), as the lab showed."""
+
+    def __init__(self, host: str, driver: str, plugin: PluginSide) -> None:
+        self.host, self.driver, self.plugin = host, driver, plugin
+        self.nets: dict[str, FakeDockerNetwork] = {}
+        self.down = False
+        self.counter = 0
+
+    def _new_id(self, kind: str) -> str:
+        self.counter += 1
+        return f"{kind}{self.host}{self.counter:04d}".ljust(64, "0")
+
+    def _check(self) -> None:
+        if self.down:
+            raise ConnectionError("docker.sock: connection refused")
+
+    def _local(self, n: FakeDockerNetwork) -> LocalNetwork:
+        return LocalNetwork(
+            network_id=n.network_id,
+            name=n.name,
+            driver=n.driver,
+            options=dict(n.options),
+            ipam_driver=n.ipam_driver,
+            ipam_options=dict(n.ipam_options),
+            subnets=((n.subnet, n.gateway),),
+            containers=len(n.containers),
+        )
+
+    def by_name(self, name: str) -> FakeDockerNetwork | None:
+        return next((n for n in self.nets.values() if n.name == name), None)
+
+    # the API the sync uses
+
+    def network(self, network_id: str) -> LocalNetwork | None:
+        self._check()
+        n = self.nets.get(network_id)
+        return self._local(n) if n is not None else None
+
+    def network_named(self, name: str) -> LocalNetwork | None:
+        self._check()
+        n = self.by_name(name)
+        return self._local(n) if n is not None else None
+
+    def create_network(
+        self,
+        name: str,
+        *,
+        driver: str,
+        options: Mapping[str, str],
+        ipam_driver: str,
+        subnet: str,
+        gateway: str | None,
+        ipam_options: Mapping[str, str],
+    ) -> str:
+        self._check()
+        if self.by_name(name) is not None:
+            raise DockerConflict(f"network with name {name} already exists")
+        n = FakeDockerNetwork(
+            self._new_id("n"),
+            name,
+            driver,
+            dict(options),
+            ipam_driver,
+            dict(ipam_options),
+            subnet,
+            gateway or "",
+        )
+        if driver == self.driver:
+            ipam = self.plugin.ipam
+            n.pool_id, pool = ipam.request_pool(pool=subnet, sub_pool="", v6=False)
+            gw = ipam.request_address(
+                n.pool_id, gateway or "", {REQUEST_ADDRESS_TYPE: GATEWAY_TYPE}
+            )
+            try:
+                self.plugin.networks.create_network(
+                    n.network_id,
+                    dict(options),
+                    [Subnet(ip_network(pool), ip_interface(gw))],
+                    [],
+                    internal=False,
+                    address_space=ipam.address_space,
+                )
+            except Exception:
+                ipam.release_address(n.pool_id, gw)
+                ipam.release_pool(n.pool_id)
+                raise
+            n.gateway = str(ip_interface(gw).ip)
+        self.nets[n.network_id] = n
+        return n.network_id
+
+    def remove_network(self, network_id: str) -> None:
+        self._check()
+        n = self.nets.get(network_id)
+        if n is None:
+            raise DockerConflict(f"network {network_id} not found")
+        if n.containers:
+            raise DockerConflict(
+                f"error while removing network: network {n.name} has active endpoints"
+            )
+        if n.driver == self.driver:
+            self.plugin.ipam.release_address(n.pool_id, n.gateway)
+            self.plugin.ipam.release_pool(n.pool_id)
+            self.plugin.networks.backend(network_id).delete_network(network_id)
+        del self.nets[network_id]
+
+    # what a user does on this host
+
+    def run(self, name: str) -> str:
+        """docker run --net NAME: the container's id."""
+        n = self.by_name(name)
+        assert n is not None, name
+        address = self.plugin.ipam.request_address(n.pool_id, "", {})
+        container, endpoint = self._new_id("c"), self._new_id("e")
+        backend = self.plugin.networks.backend(n.network_id)
+        backend.create_endpoint(
+            n.network_id, endpoint, ipv4=IPv4Interface(address), ipv6=None, mac=None
+        )
+        backend.join(n.network_id, endpoint)
+        n.containers[container] = (endpoint, address)
+        return container
+
+    def stop(self, name: str, container: str) -> None:
+        n = self.by_name(name)
+        assert n is not None, name
+        endpoint, address = n.containers.pop(container)
+        backend = self.plugin.networks.backend(n.network_id)
+        backend.leave(n.network_id, endpoint)
+        backend.delete_endpoint(n.network_id, endpoint)
+        self.plugin.ipam.release_address(n.pool_id, address)
 
 
 @dataclass

@@ -36,7 +36,7 @@ def test_the_contract_is_a_leaf_module() -> None:
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module or "")
-    assert imported <= {"__future__", "typing"}
+    assert imported <= {"__future__", "typing", "hashlib"}
 
 
 def test_constants_keep_their_released_values() -> None:
@@ -281,3 +281,21 @@ def test_overlay_names_and_keys_keep_their_released_values() -> None:
     assert contract.host_network_key("h1") == "docker-ovs:host-network:h1"
     names = [contract.overlay_host_veth_name(EP), contract.overlay_container_veth_name(EP)]
     assert names == ["olp0f1e2d3c4b5a", "olc0f1e2d3c4b5a"]
+
+
+def test_cluster_network_keys_keep_their_released_values() -> None:
+    expected = {
+        "NAME_KEY": "docker-ovs:name",
+        "DRIVER_OPTIONS_KEY": "docker-ovs:driver-options",
+        "IPAM_OPTIONS_KEY": "docker-ovs:ipam-options",
+        "PUBLISHER_KEY": "docker-ovs:publisher",
+        "NAME_TOKEN_KEY": "docker-ovs:name-token",
+        "DELETED_KEY": "docker-ovs:deleted",
+        "HOST_LEFT_PREFIX": "docker-ovs:host-left:",
+        "NAME_TOKEN_PREFIX": "dopn_",
+    }
+    assert {name: getattr(contract, name) for name in expected} == expected
+    assert contract.name_token("web") == "dopn_4b5e57f6eb2f42b9039b3d1e13929295f231749c"
+    assert contract.host_left_key("h1") == "docker-ovs:host-left:h1"
+    r = contract.TombstoneRecord
+    assert (r.HOST, r.AT, r.NETWORKS) == ("host", "at", "networks")

@@ -21,9 +21,12 @@ ovsdbapp/OVSDB failure into BackendError (or the service error a command raised)
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -32,6 +35,7 @@ from typing import Any, TypeVar
 from ovs import stream
 from ovsdbapp import exceptions as ovsdb_exc
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils, vlog
+from ovsdbapp.backend.ovs_idl import event as ovs_event
 from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
@@ -39,7 +43,8 @@ from docker_ovs_plugin import contract as c
 from docker_ovs_plugin.adapters import ovs_json
 from docker_ovs_plugin.adapters.ovsdb import QuietIdl
 from docker_ovs_plugin.service.errors import BackendError, Conflict, NotFound, PluginError
-from docker_ovs_plugin.service.ports import Pool, Reservation
+from docker_ovs_plugin.service.model import recorded_network_id
+from docker_ovs_plugin.service.ports import ClusterNetwork, Pool, Reservation, Tombstone
 
 LOG = logging.getLogger(__name__)
 
@@ -69,6 +74,32 @@ class _Taken(Exception):
     """A unique index refused the insert: another host was faster."""
 
 
+class _NbIdl(QuietIdl):
+    """Hands row changes to ovsdbapp's event handler (its own thread), for watchers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.notify_handler = ovs_event.RowEventHandler()
+        super().__init__(*args, **kwargs)
+
+    def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        self.notify_handler.notify(event, row, updates)
+
+
+class _SwitchChanged(ovs_event.RowEvent):  # type: ignore[misc]
+    """Any change of one of our Logical_Switch rows (created, updated, deleted)."""
+
+    def __init__(self, callbacks: list[Callable[[], None]]) -> None:
+        super().__init__((self.ROW_CREATE, self.ROW_UPDATE, self.ROW_DELETE), LS, None)
+        self.callbacks = callbacks
+
+    def match_fn(self, event: str, row: Any, old: Any) -> bool:
+        return _ours(row)
+
+    def run(self, event: str, row: Any, old: Any) -> None:
+        for callback in list(self.callbacks):
+            callback()
+
+
 def connect(
     remotes: str,
     timeout: float,
@@ -90,7 +121,7 @@ def connect(
     # so two connections in one process (tests: two "hosts") do not share one.
     api_class = type("OvnNbApi", (impl_idl.OvnNbApiIdlImpl,), {})
     try:
-        idl = QuietIdl.from_server(remotes, "OVN_Northbound", helper_tables=TABLES)
+        idl = _NbIdl.from_server(remotes, "OVN_Northbound", helper_tables=TABLES)
         # python-ovs doubles its wait after each failed attempt, up to 8 s: through a leader
         # election (members refuse clients until one wins, ~1 s) that made the first write
         # after a leader loss take 7-15 s. At most 1 s between attempts (its minimum).
@@ -189,6 +220,7 @@ class _AcquirePool(_Command):
         existing = _switch(self.api, name)
         token = _by_name(self.api, PG, c.token_name(subnet))
         if existing is not None and token is not None:
+            _refuse_removed(existing, self.host)
             # Verified: a ReleasePool deleting it meanwhile makes this try again (and create).
             existing.verify("external_ids")
             token.verify("name")
@@ -263,6 +295,7 @@ class _DropUse(_Command):
         token = _by_name(self.api, PG, ids.get(c.TOKEN_KEY, ""))
         if token is not None and _ours(token):
             token.delete()
+        _drop_name_token(self.api, switch)
         for port in switch.ports:  # the gateway reservation, ours by the check above
             port.delete()
         switch.delete()
@@ -466,6 +499,178 @@ class _Unbind(_Command):
         lsp.delkey("external_ids", c.ENDPOINT_ID_KEY)
 
 
+# -- the cluster's Docker networks ("create once") ------------------------------------------
+
+
+def _json_map(text: str | None) -> dict[str, str]:
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _tombstone(text: str | None) -> Tombstone | None:
+    if text is None:
+        return None
+    r = c.TombstoneRecord
+    try:
+        data = json.loads(text)
+        return Tombstone(
+            host=str(data.get(r.HOST, "")),
+            at=float(data.get(r.AT, 0)),
+            networks=_json_map(json.dumps(data.get(r.NETWORKS, {}))),
+        )
+    except (ValueError, TypeError, AttributeError):
+        # Unreadable, still a removal: no host can prove which network to remove.
+        return Tombstone(host="", at=0.0, networks={})
+
+
+def _cluster_network_of(api: Any, row: Any) -> ClusterNetwork | None:
+    pool = _pool_of(row)
+    if pool is None:
+        return None
+    ids = dict(row.external_ids)
+    token = _by_name(api, PG, ids[c.NAME_TOKEN_KEY]) if ids.get(c.NAME_TOKEN_KEY) else None
+    return ClusterNetwork(
+        pool=pool,
+        name=ids.get(c.NAME_KEY),
+        driver_options=_json_map(ids.get(c.DRIVER_OPTIONS_KEY)),
+        ipam_options=_json_map(ids.get(c.IPAM_OPTIONS_KEY)),
+        publisher=ids.get(c.PUBLISHER_KEY, ""),
+        holds_name=token is not None and token.external_ids.get(c.POOL_SWITCH_KEY) == row.name,
+        deleted=_tombstone(ids.get(c.DELETED_KEY)),
+        left=frozenset(
+            k.removeprefix(c.HOST_LEFT_PREFIX) for k in ids if k.startswith(c.HOST_LEFT_PREFIX)
+        ),
+    )
+
+
+def _refuse_removed(switch: Any, host: str) -> None:
+    """A new use of a switch whose network is being removed everywhere would be removed too."""
+    ids = switch.external_ids
+    if c.DELETED_KEY not in ids or c.host_network_key(host) in ids:
+        return
+    holders = sorted(
+        k.removeprefix(c.HOST_NETWORK_PREFIX) for k in ids if k.startswith(c.HOST_NETWORK_PREFIX)
+    )
+    raise Conflict(
+        f"overlay network {ids.get(c.NAME_KEY, '?')} ({ids.get(c.SUBNET_KEY)}) is being removed "
+        f"on every host; hosts still removing it: {', '.join(holders) or 'none'}; try again in "
+        "a moment"
+    )
+
+
+def _drop_name_token(api: Any, switch: Any) -> None:
+    """Delete the switch's name token, unless another switch has taken the name over."""
+    token = _by_name(api, PG, switch.external_ids.get(c.NAME_TOKEN_KEY, ""))
+    if token is not None and _ours(token):
+        token.verify("external_ids")  # a takeover meanwhile: try again, and leave it
+        if token.external_ids.get(c.POOL_SWITCH_KEY) == switch.name:
+            token.delete()
+
+
+class _Publish(_Command):
+    def __init__(
+        self,
+        api: Any,
+        pool_id: str,
+        *,
+        name: str,
+        definition: dict[str, str],
+        host: str,
+        driver: str,
+    ) -> None:
+        super().__init__(api)
+        self.pool_id, self.name, self.definition = pool_id, name, definition
+        self.host, self.driver = host, driver
+        self.result: str | None = None
+
+    def run_idl(self, txn: Any) -> None:
+        self.result = None
+        switch = _switch(self.api, self.pool_id)
+        if switch is None:
+            return
+        self.result = self.pool_id
+        if c.NAME_KEY in switch.external_ids:
+            return  # published already (by this host or another, maybe under another name)
+        token_name = c.name_token(self.name)
+        token = _by_name(self.api, PG, token_name)
+        if token is None:
+            # Unique name: a racing claim of the same name fails with "constraint violation".
+            token = txn.insert(self.api.tables[PG])
+            token.name = token_name
+            token.external_ids = _tags(
+                self.driver, {c.NAME_KEY: self.name, c.POOL_SWITCH_KEY: self.pool_id}
+            )
+        else:
+            holder = str(token.external_ids.get(c.POOL_SWITCH_KEY, ""))
+            held = _switch(self.api, holder)
+            if not _ours(token):
+                raise BackendError(f"Port_Group {token_name} exists and is not ours")
+            if held is not None and c.DELETED_KEY not in held.external_ids:
+                self.result = holder
+                return
+            # The name's network is removed (or its switch gone): take the name over.
+            token.verify("external_ids")
+            if held is not None:
+                held.verify("external_ids")
+            token.setkey("external_ids", c.POOL_SWITCH_KEY, self.pool_id)
+        switch.verify("external_ids")  # published meanwhile by another host: try again
+        for key, value in {
+            c.NAME_KEY: self.name,
+            c.NAME_TOKEN_KEY: token_name,
+            c.PUBLISHER_KEY: self.host,
+            **self.definition,
+        }.items():
+            switch.setkey("external_ids", key, value)
+
+
+class _RemoveEverywhere(_Command):
+    def __init__(self, api: Any, pool_id: str, host: str) -> None:
+        super().__init__(api)
+        self.pool_id, self.host = pool_id, host
+        self.result: dict[str, int] = {}
+
+    def run_idl(self, txn: Any) -> None:
+        self.result = {}
+        switch = _switch(self.api, self.pool_id)
+        if switch is None or c.DELETED_KEY in switch.external_ids:
+            return
+        used: Counter[str] = Counter()
+        for port in switch.ports:
+            # The compare: a port bound (a container started) meanwhile makes this try again.
+            port.verify("external_ids")
+            r = _reservation_of(self.pool_id, port)
+            if r is not None and r.endpoint_id is not None and r.host != self.host:
+                used[r.host] += 1
+        switch.verify("ports")
+        switch.verify("external_ids")
+        if used:
+            switch.setkey("external_ids", c.host_left_key(self.host), f"{time.time():.3f}")
+            self.result = dict(used)
+            return
+        networks = {
+            k.removeprefix(c.HOST_NETWORK_PREFIX): nid
+            for k, v in switch.external_ids.items()
+            if k.startswith(c.HOST_NETWORK_PREFIX) and (nid := recorded_network_id(v))
+        }
+        t = c.TombstoneRecord
+        record = {t.HOST: self.host, t.AT: round(time.time(), 3), t.NETWORKS: networks}
+        switch.setkey("external_ids", c.DELETED_KEY, json.dumps(record, sort_keys=True))
+
+
+class _Rejoin(_Command):
+    def __init__(self, api: Any, pool_id: str, host: str) -> None:
+        super().__init__(api)
+        self.pool_id, self.host = pool_id, host
+
+    def run_idl(self, txn: Any) -> None:
+        switch = _switch(self.api, self.pool_id)
+        if switch is not None and c.host_left_key(self.host) in switch.external_ids:
+            switch.delkey("external_ids", c.host_left_key(self.host))
+
+
 # -- the adapter -------------------------------------------------------------------------------
 
 
@@ -475,9 +680,14 @@ class OvnNorthbound:
         self._timeout = timeout
         self._retry_window = retry_window
         self._driver = driver
+        self._watchers: list[Callable[[], None]] = []
+        self._watch_lock = threading.Lock()
 
     def close(self) -> None:
         self._api.ovsdb_connection.stop()
+        handler = getattr(self._api.idl, "notify_handler", None)
+        if handler is not None:
+            handler.shutdown()
 
     @contextmanager
     def _replica(self) -> Iterator[Any]:
@@ -701,3 +911,66 @@ class OvnNorthbound:
             f"making {address} a plain reservation in {pool_id}",
             lambda: _Unbind(self._api, pool_id, address, host, endpoint_id),
         )
+
+    # -- the cluster's Docker networks ---------------------------------------------------------
+
+    def cluster_networks(self) -> list[ClusterNetwork]:
+        with self._replica() as api:
+            return [
+                n for row in api.tables[LS].rows.values() if (n := _cluster_network_of(api, row))
+            ]
+
+    def publish(
+        self,
+        pool_id: str,
+        *,
+        name: str,
+        driver_options: Mapping[str, str],
+        ipam_options: Mapping[str, str],
+        host: str,
+    ) -> str | None:
+        definition = {
+            c.DRIVER_OPTIONS_KEY: json.dumps(dict(driver_options), sort_keys=True),
+            c.IPAM_OPTIONS_KEY: json.dumps(dict(ipam_options), sort_keys=True),
+        }
+        what = f"publishing network {name} ({pool_id})"
+        for _ in range(3):
+            try:
+                result = self._write(
+                    what,
+                    lambda: _Publish(
+                        self._api,
+                        pool_id,
+                        name=name,
+                        definition=definition,
+                        host=host,
+                        driver=self._driver,
+                    ),
+                )
+                return None if result is None else str(result)
+            except _Taken:
+                # Another host claimed the name at the same instant: the next attempt, on a
+                # replica that shows its token, answers which pool holds it.
+                self._wait_for(lambda: self._name_seen(name))
+        raise BackendError(f"{what}: kept colliding with other hosts; try again")
+
+    def _name_seen(self, name: str) -> bool:
+        with self._replica() as api:
+            return _by_name(api, PG, c.name_token(name)) is not None
+
+    def remove_everywhere(self, pool_id: str, host: str) -> dict[str, int]:
+        return dict(
+            self._write(
+                f"removing network {pool_id} from every host",
+                lambda: _RemoveEverywhere(self._api, pool_id, host),
+            )
+        )
+
+    def rejoin(self, pool_id: str, host: str) -> None:
+        self._write(f"rejoining network {pool_id}", lambda: _Rejoin(self._api, pool_id, host))
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        with self._watch_lock:
+            self._watchers.append(callback)
+            if len(self._watchers) == 1:
+                self._api.idl.notify_handler.watch_event(_SwitchChanged(self._watchers))

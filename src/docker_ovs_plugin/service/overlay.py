@@ -13,7 +13,7 @@ later step fails, and DeleteEndpoint leaves the port and veth to a background th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
@@ -87,6 +87,9 @@ class Overlay:
         self._locks = KeyedLocks(lock_timeout)
         self._reaper = reaper  # None: deletions happen inside the request (tests)
         self._store: Store[OverlayNetwork, OverlayEndpoint] = Store()
+        # Called in DeleteNetwork before this host's record goes (network id, pool id): the
+        # network sync makes it a removal everywhere, or this host's leaving it.
+        self.before_delete: Callable[[str, str], None] | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -217,6 +220,8 @@ class Overlay:
             return
         chassis = self._integration.chassis()
         with self._hold(network_id):
+            if self.before_delete is not None:
+                self.before_delete(network_id, net.pool_id)
             for ep in self._store.endpoints():
                 if ep.network_id == network_id:  # Docker normally deletes endpoints first
                     self._remove_endpoint(net, ep, chassis)

@@ -3,7 +3,7 @@ implement these; tests use fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
@@ -244,6 +244,101 @@ class Northbound(Protocol):
     def stale_reservations(self, host: str, older_than: float) -> list[Reservation]:
         """`host`'s reservations made before unix time `older_than` that are no endpoint's
         port, nor the gateway: candidates for a collector of addresses Docker never released."""
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """`docker network rm` of a cluster network while no container used it anywhere."""
+
+    host: str  # whose rm it was
+    at: float  # unix time
+    networks: Mapping[str, str]  # system-id -> the Docker network id that host removes
+
+
+@dataclass(frozen=True)
+class ClusterNetwork:
+    """An overlay pool seen as the cluster's one Docker network ("create once")."""
+
+    pool: Pool
+    name: str | None  # None: not published (yet), or it lost its name to another pool
+    driver_options: Mapping[str, str]
+    ipam_options: Mapping[str, str]
+    publisher: str  # system-id
+    holds_name: bool  # its name token names this pool (the cluster's network of that name)
+    deleted: Tombstone | None
+    left: frozenset[str]  # hosts that left it while containers elsewhere used it
+
+
+class Catalog(Protocol):
+    """The cluster's Docker networks, one per name, in the OVN northbound database."""
+
+    def cluster_networks(self) -> list[ClusterNetwork]:
+        """Every overlay pool of ours, published or not."""
+
+    def publish(
+        self,
+        pool_id: str,
+        *,
+        name: str,
+        driver_options: Mapping[str, str],
+        ipam_options: Mapping[str, str],
+        host: str,
+    ) -> str | None:
+        """Claim `name` for the pool and record its definition, atomically: the pool id that
+        holds the name afterwards (`pool_id` when this claim won or held already; a removed
+        network's claim is taken over), None when the pool is gone."""
+
+    def remove_everywhere(self, pool_id: str, host: str) -> dict[str, int]:
+        """`host` removes its Docker network: mark the pool deleted unless containers of other
+        hosts use it; then record that `host` left it instead and return those hosts' container
+        (bound port) counts. One compare-and-swap."""
+
+    def rejoin(self, pool_id: str, host: str) -> None:
+        """`host` has a Docker network on the pool again: drop its "left" mark."""
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (on another thread) whenever one of our switches changes."""
+
+
+@dataclass(frozen=True)
+class LocalNetwork:
+    """One network as this host's Docker reports it."""
+
+    network_id: str
+    name: str
+    driver: str
+    options: Mapping[str, str]  # the -o options
+    ipam_driver: str
+    ipam_options: Mapping[str, str]
+    subnets: tuple[tuple[str, str], ...]  # (subnet, gateway) of its IPAM config
+    containers: int
+
+
+class DockerNetworks(Protocol):
+    """This host's Docker, asked and changed only from the background (never in a request:
+    dockerd holds its locks while it waits for the plugin). Raises on any Docker failure."""
+
+    def network(self, network_id: str) -> LocalNetwork | None:
+        """By exact id; None when Docker has no such network."""
+
+    def network_named(self, name: str) -> LocalNetwork | None:
+        """By exact name; None when there is none."""
+
+    def create_network(
+        self,
+        name: str,
+        *,
+        driver: str,
+        options: Mapping[str, str],
+        ipam_driver: str,
+        subnet: str,
+        gateway: str | None,
+        ipam_options: Mapping[str, str],
+    ) -> str:
+        """`docker network create`; the new network's id."""
+
+    def remove_network(self, network_id: str) -> None:
+        """`docker network rm` by id."""
 
 
 @dataclass(frozen=True)
