@@ -38,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,8 @@ class Daemon:
     ready: Callable[[], bool] | None = None
     ready_timeout: float = 60.0
     after_start: Callable[[], None] | None = None
+    #: Processes that live and die with it (dockerd's own containerd).
+    companions: Callable[[], list[int]] | None = None
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -233,29 +236,36 @@ class Daemon:
             self.after_start()
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 20.0) -> None:
-        """Send ``sig`` and wait for the exit (SIGKILL after ``timeout``); no-op if not running."""
+        """Send ``sig`` to it and its companions, wait until all are gone (SIGKILL after
+        ``timeout``); no-op if not running."""
         pid = self.pid()
-        if pid is not None:
-            left = procs.kill_all([pid], sig, timeout)
-            if left:
-                procs.kill_all(left, signal.SIGKILL, 5)
-        self._reap()
+        pids = ([] if pid is None else [pid]) + (self.companions() if self.companions else [])
+        left = procs.kill_all(pids, sig, timeout)
+        if left:
+            procs.kill_all(left, signal.SIGKILL, 5)
+        self.close()
+        procs.wait_reaped(pids)
 
     def _reap(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             self.proc = None
 
     def close(self) -> None:
-        """Forget the child (after it was killed): no zombie, no ResourceWarning."""
+        """Reap our child once it was killed: its pid must be gone before a restart (dockerd
+        refuses to start while the pid in its pidfile exists, a zombie included). A killed
+        thread group's leader turns zombie before its threads are gone, so wait, not poll."""
         if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
+            self.proc.wait(timeout=30)
             self.proc = None
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log is None or not self.log.exists():
             return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        # Without dockerd's gRPC chatter, which buries the reason it exited.
+        text = [
+            ln for ln in self.log.read_text(errors="replace").splitlines() if "[core]" not in ln
+        ]
+        return "\n".join(text[-lines:])
 
 
 @dataclass
@@ -412,9 +422,17 @@ class ClusterHost:
             detached=False,
             log=d / "dockerd.log",
             ready=self.docker_answers,
+            # A new dockerd times out on the lock its old containerd still holds; the
+            # containers' shims stay, as when a real dockerd crashes.
+            companions=self._containerd,
         )
         levers["plugin"] = PluginLever(self.plugin)
         return {name: levers[name] for name in DAEMONS if name in levers}
+
+    def _containerd(self) -> list[int]:
+        pidfile = self.dir / "docker-exec" / "containerd" / "containerd.pid"
+        pid = procs.pid_naming(pidfile, str(self.dir))
+        return [] if pid is None else [pid]
 
     def db_ctl(self, db: RaftDb) -> Path:
         return self.dir / f"{db.file}.ctl"
@@ -449,39 +467,35 @@ class ClusterHost:
 
     def lose(self) -> None:
         """The host is gone: every daemon (and container) killed at once, its link down."""
-        run(
-            [
-                "ip",
-                "-n",
-                self.layout.under_ns,
-                "link",
-                "set",
-                self.layout.under_link(self.n),
-                "down",
-            ],
-            timeout=20,
-        )
+        self._underlay_link("down")
         self.plugin.stop(signal.SIGKILL)
-        pids = [p for p in (self._pid(name) for name in self.daemons) if p is not None]
-        pids += procs.in_cgroup(self.layout.cgroup_parent(self.n).lstrip("/"))
-        procs.kill_all(procs.with_descendants(pids), signal.SIGKILL)
-        # dockerd's containerd, its shims and the containers (reparented when dockerd died).
-        procs.kill_all(procs.with_descendants(self._docker_pids()), signal.SIGKILL)
+        pids = {p for p in (self._pid(name) for name in self.daemons) if p is not None}
+        # dockerd's containerd, its shims and the containers (in the host's cgroups).
+        pids |= set(self._docker_pids()) | procs.in_cgroup(self.cgroup)
+        pids = procs.with_descendants(pids)
+        procs.kill_all(pids, signal.SIGKILL)
         for lever in self.daemons.values():
             if isinstance(lever, Daemon):
                 lever.close()
+        # Only when their pids are gone will the daemons start again (see Daemon.kill).
+        procs.wait_reaped(pids)
         self.lost = True
 
     def come_back(self) -> None:
         """The host boots again on the same data directories."""
-        run(
-            ["ip", "-n", self.layout.under_ns, "link", "set", self.layout.under_link(self.n), "up"],
-            timeout=20,
-        )
+        self._underlay_link("up")
         for name in DAEMONS:
             if name in self.daemons and not self.daemons[name].running():
                 self.daemons[name].start()
         self.lost = False
+
+    def _underlay_link(self, state: str) -> None:
+        link = self.layout.under_link(self.n)
+        run(["ip", "-n", self.layout.under_ns, "link", "set", link, state], timeout=20)
+
+    @property
+    def cgroup(self) -> str:
+        return self.layout.cgroup_parent(self.n).lstrip("/")
 
     def _pid(self, name: str) -> int | None:
         lever = self.daemons[name]
@@ -490,7 +504,7 @@ class ClusterHost:
     def _docker_pids(self) -> list[int]:
         """Pids from the pidfiles under dockerd's exec root (containerd, shims, containers)
         whose process names this host's directory or lives in its cgroups."""
-        ours = procs.in_cgroup(self.layout.cgroup_parent(self.n).lstrip("/"))
+        ours = procs.in_cgroup(self.cgroup)
         found = []
         for pidfile in (self.dir / "docker-exec").rglob("*.pid"):
             pid = procs.pidfile_pid(pidfile)
@@ -788,16 +802,17 @@ class Cluster:
         argv = [tool, f"--db={self.remote(db)}", f"--timeout={max(1, int(timeout))}", *args]
         return host.host.run(argv, check=check, timeout=timeout + 10)
 
-    def nbctl_retry(
-        self, *args: str, via: ClusterHost | None = None, timeout: float = 15.0
+    def write_retry(
+        self, db: RaftDb, *args: str, via: ClusterHost | None = None, timeout: float = 15.0
     ) -> tuple[int, float]:
-        """An NB write tried again until it succeeds (while a leader is elected, writes fail
-        with "not cluster leader" or "connection refused"); (attempts, seconds)."""
+        """A write to ``db`` tried again until it succeeds (while a leader is elected, writes
+        fail with "not cluster leader" or "connection refused"); (attempts, seconds)."""
         started = time.monotonic()
         attempts = 0
         while True:
             attempts += 1
-            proc = self.nbctl(*args, via=via, check=False, timeout=3)
+            tool = "ovn-nbctl" if db is NB else "ovn-sbctl"
+            proc = self._ctl(tool, db=db, args=args, via=via, check=False, timeout=3)
             if proc.returncode == 0:
                 return attempts, time.monotonic() - started
             if time.monotonic() - started > timeout:
@@ -929,6 +944,42 @@ class WiredPort:
         return (
             self.run("busybox", "ping", "-c", "1", "-W", "1", target, check=False).returncode == 0
         )
+
+    def first_reply(self, target: str, timeout: float = 20.0) -> float:
+        """Seconds until ``target`` first answers a ping. Bounded: right after a binding the
+        other chassis may not have its flows yet (ovn-installed is per chassis)."""
+        started = time.monotonic()
+        wait_until(lambda: self.ping(target), timeout=timeout, interval=0.05,
+                   what=f"{self.port} -> {target} to answer")  # fmt: skip
+        return time.monotonic() - started
+
+    def tcp_send(self, server: WiredPort, tcp_port: int) -> str:
+        """A unique line over TCP to a busybox nc listener in ``server``; returns what the
+        listener received."""
+        payload = f"ovsmh-{uuid.uuid4().hex[:12]}\n"
+        listener = subprocess.Popen(
+            ["ip", "netns", "exec", server.netns, "busybox", "nc", "-l", "-p", str(tcp_port)],
+            # stdin stays open until the exchange is over: busybox nc half-closes the
+            # connection when its stdin ends, and a client reading that FIN first quits.
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(
+                lambda: f":{tcp_port} " in server.run("busybox", "netstat", "-ltn").stdout,
+                timeout=10,
+                what=f"nc to listen in {server.netns}",
+            )
+            self.run("busybox", "nc", "-w", "3", server.ip, str(tcp_port), input_text=payload)
+            out, _ = listener.communicate(timeout=10)
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.communicate(timeout=5)
+        received = out.decode(errors="replace")
+        assert received == payload, f"sent {payload!r} from {self.port}, got {received!r}"
+        return received
 
     def remove(self) -> None:
         if not self.on.lost:

@@ -101,6 +101,18 @@ def kill_all(pids: Iterable[int], sig: int = signal.SIGKILL, timeout: float = 10
     return left
 
 
+def wait_reaped(pids: Iterable[int], timeout: float = 10.0) -> list[int]:
+    """Wait until the pids are gone from /proc, zombies included (init reaps an orphan a
+    moment after it died; dockerd takes a pid that still exists for a live containerd).
+    Returns those still there."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if Path(f"/proc/{p}").exists()]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [p for p in left if Path(f"/proc/{p}").exists()]
+    return left
+
+
 def terminate(pids: Iterable[int], timeout: float = 10.0) -> None:
     """SIGTERM, then SIGKILL what did not exit within ``timeout``."""
     left = kill_all(pids, signal.SIGTERM, timeout)
