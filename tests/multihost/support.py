@@ -48,9 +48,10 @@ LOCAL_SNAPSHOTS = Snapshots(LOCAL, LOCAL_LINK_PREFIXES, ignore=OURS.foreign_only
 
 def local_ovn_settings() -> dict[str, str]:
     """The OVN keys of this machine's Open_vSwitch row: what an ovs-vsctl of ours that missed
-    its --db would have set. (Not system-id: the e2e suite's OVS restarts make a new one.)"""
+    its --db would have set. (Not system-id or hostname: the e2e suite's restarts of this
+    machine's Open vSwitch set them anew.)"""
     ids = LOCAL.ovs_external_ids("Open_vSwitch", ".")
-    return {k: v for k, v in ids.items() if k.startswith("ovn-") or k == "hostname"}
+    return {k: v for k, v in ids.items() if k.startswith("ovn-")}
 
 
 def local_docker_answers() -> bool:
@@ -70,7 +71,8 @@ class LocalState:
 
     def assert_unchanged(self) -> None:
         LOCAL_SNAPSHOTS.assert_restored(self.snapshot)
-        assert local_ovn_settings() == self.ovn_settings
+        now = local_ovn_settings()
+        assert now == self.ovn_settings, f"OVN keys of this machine's OVS: {now}"
         # Nothing of ours reached this machine's dockerd (which the e2e suite may be
         # restarting right now: wait for it).
         sock = LOCAL.plugin_socket(DRIVER)
