@@ -358,12 +358,11 @@ class ClusterHost:
                     "ovsdb-server",
                     str(d / "conf.db"),
                     f"--remote=punix:{d / 'db.sock'}",
-                    f"--unixctl={d / 'ovsdb-server.ctl'}",
                 ],
             ),
             "ovs-vswitchd": (
                 "ovs-vswitchd",
-                ["ovs-vswitchd", self.host.ovsdb, f"--unixctl={d / 'ovs-vswitchd.ctl'}"],
+                ["ovs-vswitchd", self.host.ovsdb],
             ),
         }
         if self.n <= layout.raft_size:
@@ -388,8 +387,9 @@ class ClusterHost:
                     f"--unixctl={d / 'ovn-northd.ctl'}",
                 ],
             )
-        # OVN 23.03's ovn-controller has no --unixctl: its socket is
-        # OVN_RUNDIR/ovn-controller.PID.ctl, OVN_RUNDIR being the host's directory.
+        # ovsdb-server, ovs-vswitchd and ovn-controller (OVN 23.03's has no --unixctl) keep
+        # their default control sockets, DIR/NAME.PID.ctl (OVS_RUNDIR/OVN_RUNDIR being the
+        # host's directory), so `ovs-appctl -t ovs-vswitchd` on the host finds its own.
         ovs["ovn-controller"] = ("ovn-controller", ["ovn-controller", self.host.ovsdb])
         levers: dict[str, Lever] = {
             name: self._ovs_daemon(name, file, argv) for name, (file, argv) in ovs.items()

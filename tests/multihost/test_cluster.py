@@ -47,6 +47,11 @@ def test_three_chassis_with_geneve_on_the_underlay(cluster: Cluster) -> None:
         # The userspace datapath, from ovn-bridge-datapath-type.
         dp = h.host.ovs_vsctl("get", "Bridge", "br-int", "datapath_type").stdout.strip()
         assert dp == "netdev", (h.name, dp)
+        # OVS tools run on a host reach that host's daemons (its run directory), not ours.
+        flows = h.host.run(["ovs-ofctl", "dump-flows", "br-int"]).stdout
+        assert "cookie=" in flows, (h.name, flows)
+        dpif = h.host.run(["ovs-appctl", "-t", "ovs-vswitchd", "dpif/show"]).stdout
+        assert "br-phy" in dpif, (h.name, dpif)
 
 
 def test_each_dockerd_serves_its_own_plugin(cluster: Cluster) -> None:
