@@ -15,7 +15,7 @@ from testbed.image import IMAGE_TAG
 from testbed.multihost import Cluster, WiredPort
 from testbed.ovn import NB, SB, RaftDb
 
-from .support import LAYOUT, SUITE, SWITCH, TIMINGS
+from .support import LAYOUT, OURS, SUITE, SWITCH, TIMINGS
 
 pytestmark = pytest.mark.multihost
 
@@ -59,7 +59,7 @@ def test_each_dockerd_serves_its_own_plugin(cluster: Cluster) -> None:
     that host's Open vSwitch only, and removed."""
     for h in cluster.hosts:
         assert h.plugin.socket_path.is_socket(), h.plugin.socket_path
-        env = DockerEnv(h.plugin, SUITE, host=h.host)
+        env = DockerEnv(h.plugin, SUITE, host=h.host, owned=OURS)
         try:
             net = env.create_network()
             assert h.host.ovs_bridge_exists(net.bridge), f"{net.bridge} not on {h.name}"
