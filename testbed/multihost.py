@@ -1103,8 +1103,9 @@ def leftovers(layout: Layout) -> list[str]:
     left += [f"cgroup {c}" for c in our_cgroups(layout)]
     left += [f"path {p}" for p in (layout.base, layout.lock) if p.exists()]
     marker = str(layout.base).encode()
-    for entry in Path("/proc").iterdir():
-        pid = int(entry.name) if entry.name.isdigit() else os.getpid()
-        if pid != os.getpid() and marker in procs.cmdline(pid):
-            left.append(f"process {entry.name} naming {layout.base}")
+    left += [
+        f"process {pid} naming {layout.base}"
+        for pid, cmdline in procs.each_process("cmdline")
+        if marker in cmdline and pid != os.getpid()
+    ]
     return sorted(set(left))

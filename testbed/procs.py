@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -46,17 +46,18 @@ def pid_naming(path: Path, marker: str) -> int | None:
     return pid
 
 
-def _parents() -> dict[int, int]:
-    out: dict[int, int] = {}
+def each_process(file: str) -> Iterator[tuple[int, bytes]]:
+    """(pid, contents of /proc/PID/FILE) of every process still there when read."""
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        out[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
-    return out
+        if entry.name.isdigit():
+            try:
+                yield int(entry.name), (entry / file).read_bytes()
+            except OSError:
+                continue
+
+
+def _parents() -> dict[int, int]:
+    return {pid: int(stat.rpartition(b")")[2].split()[1]) for pid, stat in each_process("stat")}
 
 
 def with_descendants(pids: Iterable[int]) -> set[int]:
@@ -73,18 +74,13 @@ def with_descendants(pids: Iterable[int]) -> set[int]:
 
 def in_cgroup(prefix: str) -> set[int]:
     """Processes in a cgroup whose path starts with ``/prefix`` in any hierarchy."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "cgroup").read_text()
-        except OSError:
-            continue
-        # Lines are ID:CONTROLLERS:PATH.
-        if any(line.split(":", 2)[-1].startswith(f"/{prefix}") for line in text.splitlines()):
-            found.add(int(entry.name))
-    return found
+    needle = f"/{prefix}".encode()
+    # Lines are ID:CONTROLLERS:PATH.
+    return {
+        pid
+        for pid, text in each_process("cgroup")
+        if any(line.split(b":", 2)[-1].startswith(needle) for line in text.splitlines())
+    }
 
 
 def kill_all(pids: Iterable[int], sig: int = signal.SIGKILL, timeout: float = 10.0) -> list[int]:
