@@ -607,6 +607,8 @@ class Cluster:
             for n in range(1, self.layout.size + 1)
         ]
         self.up_seconds = 0.0
+        #: Seconds of each bring-up step.
+        self.phases: dict[str, float] = {}
         self.down_seconds = 0.0
         #: What the sweep before bring-up found left by an earlier run.
         self.leftovers: list[str] = []
@@ -639,11 +641,20 @@ class Cluster:
     def up(self) -> float:
         """Bring everything up; returns (and records in :attr:`up_seconds`) the seconds taken."""
         started = time.perf_counter()
+        phase = started
+
+        def done(name: str) -> None:
+            nonlocal phase
+            now = time.perf_counter()
+            self.phases[name] = now - phase
+            phase = now
+
         self._take_lock()
         self.leftovers = sweep(self.layout)
         self._up = True
         layout = self.layout
         layout.base.mkdir(parents=True)
+        done("sweep")
         self._underlay()
         for h in self.hosts:
             h.dir.mkdir()
@@ -653,9 +664,12 @@ class Cluster:
         dockerds = [self._dockerd(h) for h in self.hosts]
         for dockerd in dockerds:
             dockerd.spawn()
+        done("namespaces")
         for h in self.hosts:
             h.create_ovs()
+        done("ovs")
         self._central()
+        done("raft")
         for h in self.hosts:
             h.configure_ovn(self.remote(SB))
             h.start("ovn-controller")
@@ -664,7 +678,9 @@ class Cluster:
             h.start("plugin")
             if self.image:
                 build_busybox_image(h.host)
+        done("docker")
         self.wait_for_chassis()
+        done("chassis")
         self.up_seconds = time.perf_counter() - started
         return self.up_seconds
 

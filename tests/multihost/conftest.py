@@ -56,6 +56,7 @@ def cluster(request: pytest.FixtureRequest, local_before: LocalState) -> Iterato
     try:
         c.up()
         TIMINGS["bring-up (s)"] = c.up_seconds
+        TIMINGS.update({f"  {step} (s)": took for step, took in c.phases.items()})
         if c.leftovers:
             TIMINGS["left by an earlier run, removed"] = len(c.leftovers)
         yield c
