@@ -40,6 +40,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -673,16 +674,21 @@ class Cluster:
         for h in self.hosts:
             h.configure_ovn(self.remote(SB))
             h.start("ovn-controller")
-        for h, dockerd in zip(self.hosts, dockerds, strict=True):
-            dockerd.wait_ready()
-            h.start("plugin")
-            if self.image:
-                build_busybox_image(h.host)
+        # Each host's dockerd, plugin and image at the same time (each waits on its own).
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            for future in [pool.submit(self._docker_host, h) for h in self.hosts]:
+                future.result()
         done("docker")
         self.wait_for_chassis()
         done("chassis")
         self.up_seconds = time.perf_counter() - started
         return self.up_seconds
+
+    def _docker_host(self, h: ClusterHost) -> None:
+        self._dockerd(h).wait_ready()
+        h.start("plugin")
+        if self.image:
+            build_busybox_image(h.host)
 
     @staticmethod
     def _dockerd(h: ClusterHost) -> Daemon:
