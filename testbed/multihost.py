@@ -192,6 +192,11 @@ class Daemon:
     after_start: Callable[[], None] | None = None
     #: Processes that live and die with it (dockerd's own containerd).
     companions: Callable[[], list[int]] | None = None
+    #: Its pids (and the companions') must be gone, not just dead, before it starts again:
+    #: dockerd takes a pid in its pidfile that still exists for a live dockerd or containerd,
+    #: and init reaps an orphan only a moment after it died (about 2 s on the test machine).
+    #: The Open vSwitch daemons lock their pidfiles instead.
+    reaped_before_start: bool = False
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -245,7 +250,8 @@ class Daemon:
         if left:
             procs.kill_all(left, signal.SIGKILL, 5)
         self.close()
-        procs.wait_reaped(pids)
+        if self.reaped_before_start:
+            procs.wait_reaped(pids)
 
     def _reap(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
@@ -426,6 +432,7 @@ class ClusterHost:
             # A new dockerd times out on the lock its old containerd still holds; the
             # containers' shims stay, as when a real dockerd crashes.
             companions=self._containerd,
+            reaped_before_start=True,
         )
         levers["plugin"] = PluginLever(self.plugin)
         return {name: levers[name] for name in DAEMONS if name in levers}
@@ -478,7 +485,7 @@ class ClusterHost:
         for lever in self.daemons.values():
             if isinstance(lever, Daemon):
                 lever.close()
-        # Only when their pids are gone will the daemons start again (see Daemon.kill).
+        # dockerd starts again only when these pids are gone (see Daemon.reaped_before_start).
         procs.wait_reaped(pids)
         self.lost = True
 

@@ -143,10 +143,12 @@ def test_every_daemon_of_a_host_can_be_killed_and_started(cluster: Cluster) -> N
     h3 = cluster.host(3)
     northd = cluster.host(2)
     for host, name in [*((h3, n) for n in h3.daemons), (northd, "ovn-northd")]:
+        started = time.monotonic()
         host.kill(name)
         assert not host.lever(name).running(), (host.name, name)
         host.start(name)
         assert host.lever(name).running(), (host.name, name)
+        TIMINGS[f"kill -9 and start {name} (s)"] = time.monotonic() - started
     for db in (NB, SB):
         cluster.wait_for_members(db)
     assert h3.plugin.answers_activate()
