@@ -76,7 +76,7 @@ TOOLS = (
 )
 #: Containers' MTU on a Geneve overlay over a 1500-byte underlay (1442 measured largest).
 OVERLAY_MTU = 1400
-#: Daemons of a host in start order (a host loss stops them in reverse).
+#: Daemons of a host in start order.
 DAEMONS = (
     "ovsdb-server",
     "ovs-vswitchd",
@@ -477,7 +477,7 @@ class ClusterHost:
         """The host is gone: every daemon (and container) killed at once, its link down."""
         self._underlay_link("down")
         self.plugin.stop(signal.SIGKILL)
-        pids = {p for p in (self._pid(name) for name in self.daemons) if p is not None}
+        pids = {p for p in (self.pid_of(name) for name in self.daemons) if p is not None}
         # dockerd's containerd, its shims and the containers (in the host's cgroups).
         pids |= set(self._docker_pids()) | procs.in_cgroup(self.cgroup)
         pids = procs.with_descendants(pids)
@@ -505,24 +505,16 @@ class ClusterHost:
     def cgroup(self) -> str:
         return self.layout.cgroup_parent(self.n).lstrip("/")
 
-    def _pid(self, name: str) -> int | None:
+    def pid_of(self, name: str) -> int | None:
+        """The pid of a daemon of the host (None for the plugin: see :attr:`plugin`)."""
         lever = self.daemons[name]
         return lever.pid() if isinstance(lever, Daemon) else None
 
     def _docker_pids(self) -> list[int]:
-        """Pids from the pidfiles under dockerd's exec root (containerd, shims, containers)
-        whose process names this host's directory or lives in its cgroups."""
-        ours = procs.in_cgroup(self.cgroup)
-        found = []
-        for pidfile in (self.dir / "docker-exec").rglob("*.pid"):
-            pid = procs.pidfile_pid(pidfile)
-            if (
-                pid is not None
-                and procs.alive(pid)
-                and (str(self.dir).encode() in procs.cmdline(pid) or pid in ours)
-            ):
-                found.append(pid)
-        return found
+        """dockerd's containerd and the shims: pidfiles under its exec root whose process
+        names this host's directory (the containers are found by cgroup)."""
+        pidfiles = (self.dir / "docker-exec").rglob("*.pid")
+        return [p for p in (procs.pid_naming(f, str(self.dir)) for f in pidfiles) if p is not None]
 
     # -- first bring-up -------------------------------------------------------------------
 
@@ -793,7 +785,7 @@ class Cluster:
                 pid
                 for h in self.hosts
                 for name in group
-                if name in h.daemons and (pid := h._pid(name)) is not None
+                if name in h.daemons and (pid := h.pid_of(name)) is not None
             ]
             procs.terminate(pids, timeout=15)
 
