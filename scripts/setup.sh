@@ -11,11 +11,11 @@ packages=(openvswitch-switch python3-openvswitch docker.io busybox-static iptabl
     debootstrap docker-compose  # these two: packaging tests (local base image, compose)
     ethtool  # multi-host harness: TX checksum offload off where a kernel sends into netdev OVS
     "$@")
+# python3-openvswitch: its C JSON parser (ovs/_json*.so), which the plugin loads for OVSDB
+# because PyPI's `ovs` wheel has none; without it the plugin works, only starts slower.
 # The multi-host harness (testbed/multihost.py) runs OVN's daemons itself, in namespaces; the
 # packages' own services must never start on the host.
 ovn_packages=(ovn-central ovn-host)
-# python3-openvswitch: its C JSON parser (ovs/_json*.so), which the plugin loads for OVSDB
-# because PyPI's `ovs` wheel has none; without it the plugin works, only starts slower.
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
