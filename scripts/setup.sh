@@ -9,9 +9,13 @@ venv="$repo/.venv"
 packages=(openvswitch-switch python3-openvswitch docker.io busybox-static iptables iproute2 tcpdump
     python3-venv python3-pip
     debootstrap docker-compose  # these two: packaging tests (local base image, compose)
+    ethtool  # multi-host harness: TX checksum offload off where a kernel sends into netdev OVS
     "$@")
 # python3-openvswitch: its C JSON parser (ovs/_json*.so), which the plugin loads for OVSDB
 # because PyPI's `ovs` wheel has none; without it the plugin works, only starts slower.
+# The multi-host harness (testbed/multihost.py) runs OVN's daemons itself, in namespaces; the
+# packages' own services must never start on the host.
+ovn_packages=(ovn-central ovn-host)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -24,10 +28,35 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+missing_ovn=()
+for p in "${ovn_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_ovn+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ] || [ "${#missing_ovn[@]}" -gt 0 ]; then
+    apt-get update -qq
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing ${missing[*]}"
-    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ "${#missing_ovn[@]}" -gt 0 ]; then
+    # A policy-rc.d that exits 101 keeps invoke-rc.d (and deb-systemd-invoke) from starting the
+    # packages' services. One already there (Docker base images ship one) is left as it is;
+    # only ours is removed again, also when the install fails.
+    policy=/usr/sbin/policy-rc.d
+    ours_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# added by docker-ovs-plugin scripts/setup.sh during an install\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        ours_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
+    log "installing ${missing_ovn[*]} (services kept from starting)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_ovn[@]}" >/dev/null
+    if [ "$ours_policy" = 1 ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
 fi
 
 # Debian's own Python (3.11 on Debian 12), whatever else is first on PATH.

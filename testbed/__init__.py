@@ -1,14 +1,16 @@
-"""The test bed of the end-to-end suite (tests/e2e), the contract tests (tests/contract) and the
-benchmarks (benchmarks/).
+"""The test bed of the end-to-end suite (tests/e2e), the multi-host suite (tests/multihost), the
+contract tests (tests/contract) and the benchmarks (benchmarks/).
 
 What they need to drive the real tools on a host: commands with timeouts (:mod:`.commands`), how
 to reach one host's dockerd, Open vSwitch and plugin sockets (:mod:`.host`), the busybox test
 image (:mod:`.image`), the plugin as a child process (:mod:`.plugin`) and over its socket
 (:mod:`.http`), the host's daemons (:mod:`.daemons`), Docker networks and containers
 (:mod:`.docker`), host snapshots (:mod:`.snapshot`) and the "outside host" namespace
-(:mod:`.outside`), and a private Open vSwitch in a directory of its own (:mod:`.ovs_sandbox`,
-for the contract tests). A :class:`~testbed.suite.Suite` names what one suite creates (driver,
-label, prefix), so the suites stay out of each other's way. Not part of the wheel.
+(:mod:`.outside`), a private Open vSwitch in a directory of its own (:mod:`.ovs_sandbox`, for
+the contract tests), and a cluster of Docker hosts on OVN in namespaces with its fault levers
+(:mod:`.multihost`, with :mod:`.ovn` and :mod:`.procs`). A :class:`~testbed.suite.Suite` names
+what one suite creates (driver, label, prefix), so the suites stay out of each other's way. Not
+part of the wheel.
 """
 
 from testbed.commands import CommandError, WaitTimeout, run, wait_until

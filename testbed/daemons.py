@@ -10,6 +10,7 @@ from pathlib import Path
 
 from testbed.commands import wait_until
 from testbed.host import LOCAL, Host
+from testbed.procs import each_process
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 
@@ -76,17 +77,11 @@ class OpenVSwitch:
 
 def managed_containerd() -> list[int]:
     """The containerd processes a dockerd started itself."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"containerd\0") and b"/var/run/docker/containerd" in cmdline:
-            found.append(int(proc.name))
-    return found
+    return [
+        pid
+        for pid, cmdline in each_process("cmdline")
+        if cmdline.startswith(b"containerd\0") and b"/var/run/docker/containerd" in cmdline
+    ]
 
 
 class Dockerd:

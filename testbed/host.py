@@ -1,10 +1,12 @@
 """One host a suite drives: how to reach its dockerd, its Open vSwitch and its plugin sockets,
 and the network namespace its commands run in.
 
-Today only :data:`LOCAL` exists (this machine's dockerd and Open vSwitch). The shape is for
-hosts in network namespaces: such a host names its namespace (kernel state, ``ip``/``iptables``,
-is read and changed through ``ip netns exec NS``) and the sockets of its own dockerd and
-ovsdb-server (reached from anywhere, so docker and ovs-vsctl are not wrapped).
+:data:`LOCAL` is this machine's dockerd and Open vSwitch. A host in network namespaces (see
+:mod:`testbed.multihost`) names its namespace (kernel state, ``ip``/``iptables``, is read and
+changed through ``ip netns exec NS``), the sockets of its own dockerd and ovsdb-server (reached
+from anywhere, so docker and ovs-vsctl are not wrapped), the directory of its Open vSwitch's
+runtime files (OpenFlow ``BRIDGE.mgmt`` and ``*.ctl`` sockets, for ovs-ofctl/ovs-appctl) and
+the mount namespace its dockerd and plugin share (their own /run/docker/plugins).
 """
 
 from __future__ import annotations
@@ -42,14 +44,42 @@ class Host:
     plugin_dir: Path = Path("/run/docker/plugins")
     #: Network namespace of the host's kernel state; None: this machine's.
     netns: str | None = None
+    #: OVS_RUNDIR/OVN_RUNDIR of the host's own Open vSwitch and OVN; None: the system's.
+    ovs_rundir: Path | None = None
+    #: Mount namespace (a bind-mounted nsfs file) its dockerd and plugin run in; None: ours.
+    mountns: Path | None = None
 
     # -- commands -------------------------------------------------------------------------
 
     def argv(self, argv: Sequence[str]) -> list[str]:
         """``argv`` as it runs on this host (inside its namespace, if it has one)."""
+        argv = [*self._env(), *argv]
         if self.netns is None:
-            return list(argv)
+            return argv
         return ["ip", "netns", "exec", self.netns, *argv]
+
+    def daemon_argv(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as the host's dockerd and plugin run: in its network and mount namespaces.
+
+        nsenter, not ``ip netns exec``: the latter remounts /sys, which hides the cgroup
+        mounts dockerd needs.
+        """
+        if self.mountns is None or self.netns is None:
+            return self.argv(argv)
+        return [
+            "nsenter",
+            f"--mount={self.mountns}",
+            f"--net=/run/netns/{self.netns}",
+            "--",
+            *self._env(),
+            *argv,
+        ]
+
+    def _env(self) -> list[str]:
+        # Without these, ovs-ofctl/ovs-appctl/ovn-controller would find the system's sockets.
+        if self.ovs_rundir is None:
+            return []
+        return ["env", f"OVS_RUNDIR={self.ovs_rundir}", f"OVN_RUNDIR={self.ovs_rundir}"]
 
     def run(
         self,

@@ -138,7 +138,7 @@ class PluginProcess:
                 log.flush()
             started = time.perf_counter()
             self.proc = subprocess.Popen(
-                self.host.argv(self.argv()),
+                self.host.daemon_argv(self.argv()),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

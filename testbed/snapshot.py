@@ -46,8 +46,17 @@ class Ownership:
         """True when ``item`` names specific objects and none of them is the suite's."""
         if self.prefix in item:
             return False
-        found = [(m.lastgroup or "", m.group()) for m in _IDENTIFIERS.finditer(item)]
-        return bool(found) and not any(self._is_ours(kind, token) for kind, token in found)
+        return bool(self._identifiers(item)) and not self.mentions_ours(item)
+
+    def mentions_ours(self, item: str) -> bool:
+        """True when ``item`` names the suite's prefix or one of its objects."""
+        if self.prefix in item:
+            return True
+        return any(self._is_ours(kind, token) for kind, token in self._identifiers(item))
+
+    @staticmethod
+    def _identifiers(item: str) -> list[tuple[str, str]]:
+        return [(m.lastgroup or "", m.group()) for m in _IDENTIFIERS.finditer(item)]
 
 
 @dataclass(frozen=True)

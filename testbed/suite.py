@@ -4,6 +4,7 @@ one suite's leftover sweep never hits another's objects."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,3 +24,9 @@ class Suite:
     def unique_name(self, kind: str) -> str:
         """A short, unique name owned by the suite."""
         return f"{self.prefix}-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+def ci_mode() -> bool:
+    """CI=true: a suite that cannot run fails instead of skipping (CI must never go green by
+    skipping)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}

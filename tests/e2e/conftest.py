@@ -36,11 +36,11 @@ from testbed import (
     build_busybox_image,
 )
 from testbed.docker import RETRIED_EXCHANGES
+from testbed.suite import ci_mode
 
 from .support import (
     DOCKER_WORKAROUNDS,
     HOST,
-    ci_mode,
     docker_env,
     e2e_plugin,
     make_outside_host,

@@ -91,10 +91,6 @@ take_snapshot = SNAPSHOTS.take
 assert_snapshot_restored = SNAPSHOTS.assert_restored
 
 
-def ci_mode() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
 def e2e_plugin(log_dir: Path) -> PluginProcess:
     """The plugin as the suite runs it, with quick background reconciliation (so the suite
     exercises it alongside every test)."""

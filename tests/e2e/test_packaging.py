@@ -28,12 +28,12 @@ import pytest
 
 from testbed import wait_until
 from testbed.http import answers_activate
+from testbed.suite import ci_mode
 
 from . import packaging_support as pk
 from .support import (
     OVS,
     PLUGIN_DIR,
-    ci_mode,
     docker,
     ovs_bridge_exists,
     run,

@@ -1,0 +1,80 @@
+"""Fixtures of the multi-host suite: one cluster of 3 Docker hosts on OVN for the session.
+
+The cluster (testbed/multihost.py) lives in namespaces ``ovsmh-*`` and the directory
+/run/docker-ovs-plugin-mh; it never touches this machine's Open vSwitch, Docker, links or
+iptables, so this suite can share a pytest session (and the machine) with tests/e2e. It is
+always torn down, and what a killed earlier run left is removed before the next bring-up.
+
+When the machine cannot run it (not root, OVN/Docker/OVS tools missing) the tests are skipped
+with the reason, except under ``CI=true`` where that fails them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from testbed.image import busybox_path
+from testbed.multihost import Cluster, missing_tool
+from testbed.suite import ci_mode
+
+from .support import DRIVER, TIMINGS, LocalState
+
+CLUSTER_KEY = pytest.StashKey[Cluster]()
+
+
+def missing_requirement() -> str | None:
+    if os.geteuid() != 0:
+        return "the multi-host suite needs root (namespaces, mounts, dockerd)"
+    if busybox_path() is None:
+        return "a static busybox (Debian package busybox-static) is needed for the test image"
+    if importlib.util.find_spec("docker_ovs_plugin") is None:
+        return f"docker_ovs_plugin is not importable by {sys.executable} (pip install -e .)"
+    return missing_tool()
+
+
+@pytest.fixture(scope="session")
+def local_before() -> LocalState:
+    """This machine's own state, taken before the cluster exists."""
+    reason = missing_requirement()
+    if reason is not None:
+        if ci_mode():
+            pytest.fail(f"multi-host requirements not met (CI=true): {reason}", pytrace=False)
+        pytest.skip(f"multi-host requirements not met: {reason}")
+    return LocalState.take()
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, local_before: LocalState) -> Iterator[Cluster]:
+    """3 hosts up for the session, always torn down (test_teardown does it explicitly)."""
+    c = Cluster(driver=DRIVER)
+    request.config.stash[CLUSTER_KEY] = c
+    try:
+        c.up()
+        TIMINGS["bring-up (s)"] = c.up_seconds
+        TIMINGS.update({f"  {step} (s)": took for step, took in c.phases.items()})
+        if c.leftovers:
+            TIMINGS["left by an earlier run, removed"] = len(c.leftovers)
+        yield c
+    finally:
+        c.down()
+        if c.down_seconds:
+            TIMINGS["teardown (s)"] = c.down_seconds
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The teardown test runs after every other multi-host test (it takes the cluster down)."""
+    last = [i for i in items if i.get_closest_marker("multihost_last")]
+    items[:] = [i for i in items if i not in last] + last
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("multi-host cluster timings")
+        for what, value in TIMINGS.items():
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            terminalreporter.write_line(f"{what}: {shown}")

@@ -1,0 +1,19 @@
+"""After the cluster's teardown nothing of it remains, and this machine is as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.multihost import Cluster, leftovers
+
+from .support import LAYOUT, TIMINGS, LocalState
+
+pytestmark = pytest.mark.multihost
+
+
+@pytest.mark.multihost_last
+def test_teardown_leaves_nothing(cluster: Cluster, local_before: LocalState) -> None:
+    cluster.down()
+    TIMINGS["teardown (s)"] = cluster.down_seconds
+    assert leftovers(LAYOUT) == []
+    local_before.assert_unchanged()
