@@ -87,6 +87,7 @@ class Overlay:
         self._locks = KeyedLocks(lock_timeout)
         self._reaper = reaper  # None: deletions happen inside the request (tests)
         self._store: Store[OverlayNetwork, OverlayEndpoint] = Store()
+        self._loaded = False  # load() has run: until then this host's networks are unknown
 
     # -- start -----------------------------------------------------------------------------
 
@@ -123,7 +124,18 @@ class Overlay:
             if ep.driver == self._name and ep.network_id in mine:
                 endpoints.append(ep)
         self._store.replace_all(networks, endpoints)
+        self._loaded = True
         return networks, endpoints
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def check_ready(self) -> None:
+        """BackendError saying why this host's overlay networks are not known yet."""
+        if not self._loaded:
+            self._nb.pools()  # not connected: the northbound link says so, with its remotes
+            raise BackendError("the overlay networks are still being loaded; try again")
 
     # -- queries ---------------------------------------------------------------------------
 
