@@ -41,7 +41,7 @@ class NorthboundLink:
     ) -> None:
         self._remotes = remotes
         self._connect = connect
-        self._on_connected = on_connected
+        self.on_connected = on_connected
         self._first_retry = first_retry
         self._max_retry = max_retry
         self._nb: Any = None
@@ -49,6 +49,9 @@ class NorthboundLink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.attempts = 0
+        self.last_error: str | None = None  # of the last failed attempt
+        # The housekeeping lock's own connection (adapters/ovn_hosts.py), when there is one.
+        self.lock: NorthboundLink | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -88,14 +91,16 @@ class NorthboundLink:
             try:
                 self._nb = self._connect()
             except BackendError as e:
+                self.last_error = str(e)
                 LOG.warning("OVN northbound: %s", e)
                 return False
             LOG.info("connected to the OVN northbound database (%s)", self._remotes)
-        if self._on_connected is not None:
+        if self.on_connected is not None:
             try:
-                self._on_connected()
+                self.on_connected()
             except BackendError as e:
-                LOG.warning("OVN northbound: connected, but the overlay state is not loaded: %s", e)
+                self.last_error = f"connected, but the overlay state is not loaded: {e}"
+                LOG.warning("OVN northbound: %s", self.last_error)
                 return False
             except Exception:
                 # e.g. a write that failed while the cluster elects a leader: try again
