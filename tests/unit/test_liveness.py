@@ -157,16 +157,26 @@ def test_a_host_back_after_the_fence_brings_nothing_back(
     assert not cl.hosts.host("h3").fenced  # type: ignore[union-attr]
 
 
-def test_a_restarted_fenced_host_tears_down_before_it_loads(cl: Cluster) -> None:
-    (_h1, _h2, h3), (l1, l2, l3), net3, pool = three(cl)
-    _, _a3 = h3.run(net3, pool)
+def test_a_restarted_fenced_host_tears_down_before_it_loads(
+    cl: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    (_h1, _h2, h3), (l1, l2, _l3), net3, pool = three(cl)
+    _, a3 = h3.run(net3, pool)
     cl.run_for(FENCE + 10, l1, l2)
-    h3.restart()  # new process: nothing loaded yet (the order bootstrap uses)
+    h3.restart()
+    # a new process, nothing loaded yet: the order bootstrap uses (fence check, then load)
+    h3.overlay = type(h3.overlay)(
+        cl.nb, h3.integration, h3.links, datapath_type="netdev", join_timeout=1.0
+    )
     l3 = cl.liveness(h3)
-    l3.tick()
-    assert h3.integration.ports == {}
-    h3.overlay.load()
-    assert h3.overlay.networks() == [] and h3.overlay.endpoints() == []
+    with caplog.at_level(logging.ERROR):
+        l3.tick()
+        assert h3.integration.ports == {}
+        assert "lost its address" not in caplog.text  # not before the state is loaded
+        h3.overlay.load()
+        assert h3.overlay.networks() == [] and h3.overlay.endpoints() == []
+        l3.tick()
+    assert f"lost its address {a3.ip}" in caplog.text
 
 
 def test_two_hosts_fencing_at_once_never_free_twice(cl: Cluster) -> None:

@@ -113,6 +113,9 @@ class Liveness:
         # other host -> (heartbeat last seen, when this host first saw that value)
         self._seen: dict[str, tuple[str, float]] = {}
         self._noticed: set[str] = set()
+        self._was_elected = False
+        # fences this host recovered from, to report: (its row, endpoints lost, networks gone)
+        self._pending: list[tuple[HostState, list[OverlayEndpoint], set[str]]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -129,11 +132,18 @@ class Liveness:
             raise
         if state.fenced:
             self.recover(state)
-            return
-        if self._elected():
+        elif self._elected():
+            if not self._was_elected:
+                LOG.info("this host does the cluster's housekeeping (it holds the lock)")
+            self._was_elected = True
             self.housekeep(me)
         else:
+            if self._was_elected:
+                LOG.info("another host does the cluster's housekeeping now")
+            self._was_elected = False
             self._seen.clear()  # a host elected later starts its observation afresh
+        if self._overlay.loaded:
+            self.report()
 
     def housekeep(self, me: str) -> list[Freed]:
         now = self._clock()
@@ -183,13 +193,14 @@ class Liveness:
 
     # -- the way back ----------------------------------------------------------------------
 
-    def recover(self, state: HostState) -> list[str]:
+    def recover(self, state: HostState) -> None:
         """This host was fenced: tear down its endpoints whose reservations are gone, forget
-        its networks whose records are gone, then clear the mark. The messages logged."""
+        its networks whose records are gone, then clear the mark. What was lost is reported
+        by report() (it asks Docker for names, which must not delay loading the state:
+        a restarting dockerd answers its API only once its plugins answered it)."""
         me = state.system_id
-        after = f"{state.fenced_after:.0f}" if state.fenced_after is not None else "?"
-        lost: list[tuple[OverlayEndpoint, str]] = []  # endpoint, the bridge its port is on
         bridge = self._integration.chassis().bridge
+        lost: list[OverlayEndpoint] = []
         for ids in self._integration.list_endpoints():
             try:
                 ep = OverlayEndpoint.from_external_ids(ids)
@@ -199,36 +210,45 @@ class Liveness:
                 continue
             r = self._nb.reservation(ep.pool_id, ep.ipv4.ip)
             if r is None or r.host != me or r.endpoint_id != ep.endpoint_id:
-                lost.append((ep, bridge))
-        names = self._names({ep.network_id for ep, _ in lost} | self._gone_networks(me))
-        messages = []
-        for ep, br in lost:
-            net = names.get(ep.network_id)
-            container = net.attachments.get(ep.endpoint_id) if net is not None else None
-            text = (
-                f"container {container.container if container else ep.endpoint_id[:12]} lost "
-                f"its address {ep.ipv4.ip} on network "
-                f"{net.name if net is not None else ep.network_id[:12]}: this host was fenced "
-                f"after {after} s without heartbeat; reconnect it (docker network disconnect, "
-                "then connect)"
-            )
-            LOG.error("%s", text)
-            messages.append(text)
-            self._integration.delete_port(br, ep.host_if)
+                lost.append(ep)
+        gone = self._gone_networks(me)
+        for ep in lost:
+            self._integration.delete_port(bridge, ep.host_if)
             self._links.delete_link(ep.host_if)
             if any(e.endpoint_id == ep.endpoint_id for e in self._overlay.endpoints()):
                 self._overlay.delete_endpoint(ep.network_id, ep.endpoint_id)
-        for network_id in self._gone_networks(me):
-            net = names.get(network_id)
-            text = (
-                f"network {net.name if net is not None else network_id[:12]} was dropped from "
-                "OVN when this host was fenced; remove it and create it again on this host"
-            )
-            LOG.error("%s", text)
-            messages.append(text)
+        for network_id in gone:
             self._overlay.delete_network(network_id)
         self._hosts.clear_fence(me)
+        self._pending.append((state, lost, gone))
         LOG.warning("this host (%s) was fenced; its fenced mark is cleared", me)
+
+    def report(self) -> list[str]:
+        """Say, per container and network, what the fence took (the messages)."""
+        messages = []
+        while self._pending:
+            state, lost, gone = self._pending.pop(0)
+            after = f"{state.fenced_after:.0f}" if state.fenced_after is not None else "?"
+            names = self._names({ep.network_id for ep in lost} | gone)
+            for ep in lost:
+                net = names.get(ep.network_id)
+                container = net.attachments.get(ep.endpoint_id) if net is not None else None
+                messages.append(
+                    f"container {container.container if container else ep.endpoint_id[:12]} "
+                    f"lost its address {ep.ipv4.ip} on network "
+                    f"{net.name if net is not None else ep.network_id[:12]}: this host was "
+                    f"fenced after {after} s without heartbeat; reconnect it (docker network "
+                    "disconnect, then connect)"
+                )
+            for network_id in sorted(gone):
+                net = names.get(network_id)
+                messages.append(
+                    f"network {net.name if net is not None else network_id[:12]} was dropped "
+                    "from OVN when this host was fenced; remove it and create it again on this "
+                    "host"
+                )
+        for text in messages:
+            LOG.error("%s", text)
         return messages
 
     def _gone_networks(self, me: str) -> set[str]:
