@@ -23,7 +23,15 @@ from unit.fake_hosts import FakeHosts
 from unit.fakes import FakeNorthbound
 
 from .conftest import IMPLEMENTATIONS
-from .test_ovn_nb import POOL, SUBNET, TIMEOUT, _unavailable, connect, eventually
+from .test_ovn_nb import (  # nb_server: the fixture, shared
+    POOL,
+    SUBNET,
+    TIMEOUT,
+    _unavailable,
+    connect,
+    eventually,
+    nb_server,  # noqa: F401
+)
 
 EP = "e" * 64
 MAC = "02:42:0a:5a:00:02"
@@ -32,15 +40,6 @@ MAC = "02:42:0a:5a:00:02"
 class World:
     def __init__(self, nb: list[Northbound], hosts: list[Hosts]) -> None:
         self.nb, self.hosts = nb, hosts
-
-
-@pytest.fixture
-def nb_server() -> Iterator[OvnNbSandbox]:
-    reason = ovn_sandbox.missing()
-    if reason is not None:
-        _unavailable(reason)
-    with OvnNbSandbox() as box:
-        yield box
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
