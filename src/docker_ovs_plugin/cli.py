@@ -10,11 +10,15 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from docker_ovs_plugin import __version__, logs, sdnotify
 from docker_ovs_plugin.adapters import datapath
 from docker_ovs_plugin.service.errors import PluginError
 from docker_ovs_plugin.settings import DEFAULT_NAME, DEFAULT_OVSDB, PLUGIN_DIR, Settings
+
+if TYPE_CHECKING:  # keeps --help free of OVS imports
+    from docker_ovs_plugin.bootstrap import Core
 
 LOG = logging.getLogger("docker_ovs_plugin")
 
@@ -100,7 +104,39 @@ def _parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds something must keep looking stale before a pass removes it (default: 10)",
     )
-    ovn = serve.add_argument_group("multi-host overlay networks (OVN)")
+    _add_ovn_flags(serve)
+    serve.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )
+    doctor = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="report leftovers and inconsistencies between Docker, OVS, the kernel and iptables",
+        description="Compare Docker, Open vSwitch, the kernel and iptables; print what is "
+        "inconsistent; with --fix, repair it. Exit status 0 when all is well, 1 otherwise.",
+    )
+    doctor.add_argument("--fix", action="store_true", help="repair what is found")
+    _add_ovn_flags(doctor)  # the same as serve's: doctor checks this host's part of OVN
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show networks and endpoints: container, IP, MAC, OVS port, ofport, VLAN, counters",
+        description="Show this driver's networks and, for every endpoint, its container, "
+        "addresses, OVS port, ofport, VLAN and packet counters (as OVS counts them on the port: "
+        "RX is what the container sent). Reads OVSDB and asks Docker for names.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument(
+        "--all", action="store_true", help="every driver name (plugin instance) on this OVS"
+    )
+    return parser
+
+
+def _add_ovn_flags(parser: argparse.ArgumentParser) -> None:
+    ovn = parser.add_argument_group("multi-host overlay networks (OVN)")
     ovn.add_argument(
         "--ovn-nb",
         metavar="REMOTES",
@@ -124,33 +160,20 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a container start waits for ovn-controller to claim its port (default: 20; "
         "OVN's standby northd takes 7-15 s to take over after a leader loss)",
     )
-    serve.add_argument(
-        "--metrics-address",
-        metavar="HOST:PORT",
-        default=None,
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    ovn.add_argument(
+        "--ovn-fence-period",
+        type=float,
+        default=120.0,
+        help="seconds a host may go without heartbeat in the northbound database before "
+        "another host removes its endpoints and frees its addresses (default: 120)",
     )
-    doctor = sub.add_parser(
-        "doctor",
-        parents=[common],
-        help="report leftovers and inconsistencies between Docker, OVS, the kernel and iptables",
-        description="Compare Docker, Open vSwitch, the kernel and iptables; print what is "
-        "inconsistent; with --fix, repair it. Exit status 0 when all is well, 1 otherwise.",
+    ovn.add_argument(
+        "--ovn-rundir",
+        type=Path,
+        default=Path("/var/run/ovn"),
+        help="ovn-controller's run directory, with its pid file and control socket; doctor "
+        "asks it whether it is connected (default: /var/run/ovn)",
     )
-    doctor.add_argument("--fix", action="store_true", help="repair what is found")
-    status = sub.add_parser(
-        "status",
-        parents=[common],
-        help="show networks and endpoints: container, IP, MAC, OVS port, ofport, VLAN, counters",
-        description="Show this driver's networks and, for every endpoint, its container, "
-        "addresses, OVS port, ofport, VLAN and packet counters (as OVS counts them on the port: "
-        "RX is what the container sent). Reads OVSDB and asks Docker for names.",
-    )
-    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    status.add_argument(
-        "--all", action="store_true", help="every driver name (plugin instance) on this OVS"
-    )
-    return parser
 
 
 def _doctor(settings: Settings, fix: bool) -> int:
@@ -162,25 +185,54 @@ def _doctor(settings: Settings, fix: bool) -> int:
         LOG.error("cannot start: %s", e)
         return 2
     try:
+        ovn_problems = _doctor_ovn(core, settings)
         networks, endpoints = core.driver.load()
         print(f"{len(networks)} networks, {len(endpoints)} endpoints in OVSDB")
+        if core.overlay is not None and core.overlay.loaded:
+            print(
+                f"{len(core.overlay.networks())} overlay networks, "
+                f"{len(core.overlay.endpoints())} overlay endpoints (OVN northbound, br-int)"
+            )
         findings = core.reconciler.findings()
         if not findings:
-            print("no problems found")
-            return 0
+            print("no problems found" if not ovn_problems else f"{ovn_problems} OVN problem(s)")
+            return 0 if not ovn_problems else 1
         for f in findings:
             print(f"- {f.message}")
         if not fix:
-            print(f"{len(findings)} problem(s); run with --fix to repair")
+            print(f"{len(findings) + ovn_problems} problem(s); run with --fix to repair")
             return 1
         applied = core.reconciler.run_once(confirmed=True)
         left = core.reconciler.findings()
         print(f"repaired {len(applied)}; {len(left)} problem(s) left")
         for f in left:
             print(f"- still: {f.message}")
-        return 0 if not left else 1
+        return 0 if not left and not ovn_problems else 1
     finally:
         core.close()
+
+
+def _doctor_ovn(core: Core, settings: Settings) -> int:
+    """Print the checks of this host's part of OVN; the number of problems."""
+    from docker_ovs_plugin import bootstrap  # noqa: PLC0415
+    from docker_ovs_plugin.service.ovn_doctor import check_host  # noqa: PLC0415
+
+    link = core.northbound
+    if link is None:
+        return 0
+    connected = link.connect_once()  # bounded by --ovsdb-timeout; loads the overlay state
+    hosts = bootstrap.host_rows(core)
+    checks = check_host(
+        bootstrap.ovn_probe(core, settings),
+        remotes=link.remotes,
+        nb_error=None if connected else (link.last_error or "no answer"),
+        host_state=hosts.host if connected and hosts is not None else None,
+        fence_period=settings.ovn_fence_period,
+    )
+    print("OVN (this host):")
+    for check in checks:
+        print(f"  {'ok ' if check.ok else '-  '} {check.message}")
+    return sum(not check.ok for check in checks)
 
 
 def _status(settings: Settings, *, as_json: bool, all_drivers: bool) -> int:
@@ -255,6 +307,8 @@ def _check_ovn(args: argparse.Namespace) -> str | None:
             problems.append(f"--ovn-nb: no such file {', '.join(absent)}")
     if args.ovn_join_timeout <= 0:
         problems.append("--ovn-join-timeout must be positive")
+    if args.ovn_fence_period <= 0:
+        problems.append("--ovn-fence-period must be positive")
     return "; ".join(problems) or None
 
 
@@ -287,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ovn_nb_certificate=getattr(args, "ovn_nb_certificate", None),
         ovn_nb_ca_cert=getattr(args, "ovn_nb_ca_cert", None),
         ovn_join_timeout=getattr(args, "ovn_join_timeout", 20.0),
+        ovn_fence_period=getattr(args, "ovn_fence_period", 120.0),
+        ovn_rundir=getattr(args, "ovn_rundir", Path("/var/run/ovn")),
     )
     if args.command == "doctor":
         return _doctor(settings, args.fix)

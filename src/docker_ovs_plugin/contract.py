@@ -316,3 +316,26 @@ def overlay_host_veth_name(endpoint_id: str) -> str:
 
 def overlay_container_veth_name(endpoint_id: str) -> str:
     return OVERLAY_CONTAINER_VETH_PREFIX + endpoint_id[:DEVICE_ID_CHARS]
+
+
+# -- OVN northbound: host liveness and fencing ------------------------------------------------
+#
+# Each plugin keeps one Port_Group of its own host (a row type with a unique name index, and
+# one that ovn-northd ignores while it has no ports): HOST_KEY = its system-id, HEARTBEAT_KEY =
+# the unix time of its last heartbeat. The host that holds HOUSEKEEPING_LOCK fences a host whose
+# heartbeat has not changed for the fence period: it deletes that host's reservations and
+# per-host keys and sets FENCED_AT_KEY / FENCED_AFTER_KEY, which only the fenced host clears,
+# once it has torn down its own endpoints of them.
+
+HOST_ROW_PREFIX: Final = "dop_host_"
+HEARTBEAT_KEY: Final = NS + "heartbeat"
+FENCED_AT_KEY: Final = NS + "fenced-at"  # unix time of the fence
+FENCED_AFTER_KEY: Final = NS + "fenced-after"  # seconds without a heartbeat it was fenced after
+HOUSEKEEPING_LOCK: Final = "docker_ovs_plugin_housekeeping"  # OVSDB lock (ovsdb-server(1))
+
+
+def host_row_name(system_id: str) -> str:
+    """The Port_Group of a host (names must match [a-zA-Z_.][a-zA-Z_.0-9]*)."""
+    return HOST_ROW_PREFIX + "".join(
+        ch if ch.isascii() and (ch.isalnum() or ch in "_.") else "_" for ch in system_id
+    )

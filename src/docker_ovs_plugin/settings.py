@@ -40,6 +40,10 @@ class Settings:
     ovn_join_timeout: float = 20.0
     # How long a northbound write keeps retrying through a Raft leader election (~1-1.5 s).
     ovn_retry_window: float = 5.0
+    # How long a host may be without heartbeat before another host frees its addresses.
+    ovn_fence_period: float = 120.0
+    # Where ovn-controller keeps its pid file and control socket (for doctor).
+    ovn_rundir: Path = Path("/var/run/ovn")
 
     # HOST:PORT of the Prometheus /metrics listener; None (the default) serves no metrics.
     metrics_address: str | None = None

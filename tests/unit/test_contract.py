@@ -269,6 +269,11 @@ def test_overlay_names_and_keys_keep_their_released_values() -> None:
         "ROLE_OVERLAY": "overlay",
         "OVN_INSTALLED_KEY": "ovn-installed",
         "DEFAULT_OVN_BRIDGE": "br-int",
+        "HOST_ROW_PREFIX": "dop_host_",
+        "HEARTBEAT_KEY": "docker-ovs:heartbeat",
+        "FENCED_AT_KEY": "docker-ovs:fenced-at",
+        "FENCED_AFTER_KEY": "docker-ovs:fenced-after",
+        "HOUSEKEEPING_LOCK": "docker_ovs_plugin_housekeeping",
     }
     assert {name: getattr(contract, name) for name in expected} == expected
     subnet = "10.90.0.0/16"
@@ -279,6 +284,11 @@ def test_overlay_names_and_keys_keep_their_released_values() -> None:
     )
     assert contract.host_pool_key("h1") == "docker-ovs:host-pool:h1"
     assert contract.host_network_key("h1") == "docker-ovs:host-network:h1"
+    assert contract.host_row_name("h1") == "dop_host_h1"
+    assert (
+        contract.host_row_name("3f2a9c1d-7e55-4b1a-9d3e-0a1b2c3d4e5f")
+        == "dop_host_3f2a9c1d_7e55_4b1a_9d3e_0a1b2c3d4e5f"
+    )
     names = [contract.overlay_host_veth_name(EP), contract.overlay_container_veth_name(EP)]
     assert names == ["olp0f1e2d3c4b5a", "olc0f1e2d3c4b5a"]
 

@@ -61,6 +61,7 @@ class Host:
             switch, self.links, FakeFirewall(), FakeFlows(switch=switch), datapath_type="netdev"
         )
         self.networks = Networks(driver, self.overlay)
+        self.overlay.load()
 
     def _id(self, kind: str) -> str:
         self.counter += 1

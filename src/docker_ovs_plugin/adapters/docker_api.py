@@ -7,9 +7,12 @@ both.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
+from ipaddress import IPv4Interface
 from typing import Any
 
+from docker_ovs_plugin.service.overlay_reconcile import DockerNetworkView
 from docker_ovs_plugin.service.ports import Attachment, DockerNetwork
 
 
@@ -33,6 +36,28 @@ class DockerApi:
                 info = client.inspect_network(net["Id"])
                 containers = info.get("Containers") or {}
                 found[info["Id"]] = {c["EndpointID"] for c in containers.values()}
+            return found
+        finally:
+            client.close()
+
+    def network_view(self) -> dict[str, DockerNetworkView]:
+        """Endpoints, container addresses and subnets of every network of this driver."""
+        client = self._client()
+        try:
+            found = {}
+            for net in client.networks(filters={"driver": self._driver_name}):
+                info = client.inspect_network(net["Id"])
+                containers = (info.get("Containers") or {}).values()
+                addresses = set()
+                for c in containers:
+                    with contextlib.suppress(ValueError):
+                        addresses.add(IPv4Interface(c.get("IPv4Address") or "").ip)
+                config = (info.get("IPAM") or {}).get("Config") or []
+                found[str(info["Id"])] = DockerNetworkView(
+                    endpoints=frozenset(str(c["EndpointID"]) for c in containers),
+                    addresses=frozenset(addresses),
+                    subnets=frozenset(str(s["Subnet"]) for s in config if s.get("Subnet")),
+                )
             return found
         finally:
             client.close()

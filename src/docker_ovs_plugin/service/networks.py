@@ -87,4 +87,12 @@ class Networks:
     def backend(self, network_id: str) -> Backend:
         if self._overlay is not None and self._overlay.has_network(network_id):
             return self._overlay
+        if (
+            self._overlay is not None
+            and not self._overlay.loaded
+            and all(n.network_id != network_id for n in self._driver.networks())
+        ):
+            # Perhaps an overlay network whose state is not loaded (northbound unreachable):
+            # say so rather than "no such network".
+            self._overlay.check_ready()
         return self._driver

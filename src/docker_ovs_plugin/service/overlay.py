@@ -90,6 +90,7 @@ class Overlay:
         # Called in DeleteNetwork before this host's record goes (network id, pool id): the
         # network sync makes it a removal everywhere, or this host's leaving it.
         self.before_delete: Callable[[str, str], None] | None = None
+        self._loaded = False  # load() has run: until then this host's networks are unknown
 
     # -- start -----------------------------------------------------------------------------
 
@@ -126,7 +127,18 @@ class Overlay:
             if ep.driver == self._name and ep.network_id in mine:
                 endpoints.append(ep)
         self._store.replace_all(networks, endpoints)
+        self._loaded = True
         return networks, endpoints
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def check_ready(self) -> None:
+        """BackendError saying why this host's overlay networks are not known yet."""
+        if not self._loaded:
+            self._nb.pools()  # not connected: the northbound link says so, with its remotes
+            raise BackendError("the overlay networks are still being loaded; try again")
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -212,7 +224,10 @@ class Overlay:
             net.mtu,
         )
 
-    def delete_network(self, network_id: str) -> None:
+    def delete_network(self, network_id: str, *, by_docker: bool = True) -> None:
+        """`by_docker`: Docker's DeleteNetwork (a user's `docker network rm`), which the network
+        sync makes a removal everywhere; the reconciler and the fence only forget this host's
+        part (the sync then creates the network again where it is still in the cluster)."""
         if self._reaper is not None and not self._reaper.flush(network_id):
             LOG.warning("deletions of network %s still queued", network_id[:12])
         net = self._store.get_network(network_id)
@@ -220,7 +235,7 @@ class Overlay:
             return
         chassis = self._integration.chassis()
         with self._hold(network_id):
-            if self.before_delete is not None:
+            if by_docker and self.before_delete is not None:
                 self.before_delete(network_id, net.pool_id)
             for ep in self._store.endpoints():
                 if ep.network_id == network_id:  # Docker normally deletes endpoints first

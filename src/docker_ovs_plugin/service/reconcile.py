@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -51,8 +51,10 @@ class Reconciler:
         firewall: Firewall,
         flows: Flows,
         docker: DockerView | None,
+        extra: Sequence[Callable[[], list[Finding]]] = (),
     ) -> None:
         self._driver = driver
+        self._extra = list(extra)  # more sources of findings (overlay networks)
         self._switch = switch
         self._links = links
         self._firewall = firewall
@@ -67,7 +69,15 @@ class Reconciler:
     # -- what is wrong ---------------------------------------------------------------------
 
     def findings(self) -> list[Finding]:
-        return [*self._stale_against_docker(), *self._leftovers(), *self._missing_plumbing()]
+        return [
+            *self._stale_against_docker(),
+            *self._leftovers(),
+            *self._missing_plumbing(),
+            *(f for source in self._extra for f in source()),
+        ]
+
+    def add_source(self, source: Callable[[], list[Finding]]) -> None:
+        self._extra.append(source)
 
     def _stale_against_docker(self) -> list[Finding]:
         if self._docker is None:
