@@ -6,7 +6,9 @@
 #     the plugin writes the host's per-port sysctls). Needs CAP_SYS_ADMIN.
 #  3. With no arguments (or only options), serve with settings from the environment:
 #     DRIVER_NAME SOCKET OVSDB OVS_RUNDIR DATAPATH_TYPE LOG_LEVEL LOG_FORMAT METRICS_ADDRESS
-#     DOCKER_URL RECONCILE_INTERVAL. Otherwise run `docker-ovs-plugin ARGS...`.
+#     DOCKER_URL RECONCILE_INTERVAL, and for overlay networks OVN_NB OVN_NB_PRIVATE_KEY
+#     OVN_NB_CERTIFICATE OVN_NB_CA_CERT OVN_NB_INSECURE_TCP(=true) OVN_RUNDIR OVN_FENCE_PERIOD.
+#     Otherwise run `docker-ovs-plugin ARGS...`.
 set -eu
 
 plugin=/opt/docker-ovs-plugin/bin/docker-ovs-plugin
@@ -47,6 +49,13 @@ case ${1:-} in
         [ -n "${LOG_FORMAT:-}" ] && opts="$opts --log-format $LOG_FORMAT"
         [ -n "${METRICS_ADDRESS:-}" ] && opts="$opts --metrics-address $METRICS_ADDRESS"
         [ -n "${RECONCILE_INTERVAL:-}" ] && opts="$opts --reconcile-interval $RECONCILE_INTERVAL"
+        [ -n "${OVN_NB:-}" ] && opts="$opts --ovn-nb $OVN_NB"
+        [ -n "${OVN_NB_PRIVATE_KEY:-}" ] && opts="$opts --ovn-nb-private-key $OVN_NB_PRIVATE_KEY"
+        [ -n "${OVN_NB_CERTIFICATE:-}" ] && opts="$opts --ovn-nb-certificate $OVN_NB_CERTIFICATE"
+        [ -n "${OVN_NB_CA_CERT:-}" ] && opts="$opts --ovn-nb-ca-cert $OVN_NB_CA_CERT"
+        [ "${OVN_NB_INSECURE_TCP:-}" = true ] && opts="$opts --ovn-nb-insecure-tcp"
+        [ -n "${OVN_RUNDIR:-}" ] && opts="$opts --ovn-rundir $OVN_RUNDIR"
+        [ -n "${OVN_FENCE_PERIOD:-}" ] && opts="$opts --ovn-fence-period $OVN_FENCE_PERIOD"
         # Settings are single words (paths, addresses, names): split on spaces on purpose.
         # shellcheck disable=SC2086
         set -- serve --name "${DRIVER_NAME:-ovs}" $opts ${DOCKER_URL+--docker-url "$DOCKER_URL"} "$@"
