@@ -252,9 +252,10 @@ def create_overlay(
 
 
 def gone_everywhere(cluster: Cluster, name: str, switch: str) -> bool:
-    return not any(network_on(h, name) for h in cluster.hosts) and not switch_exists(
-        cluster, switch
-    )
+    """No host lists the network, NB has neither its switch nor a port of it."""
+    if any(network_on(h, name) for h in cluster.hosts):
+        return False
+    return not switch_exists(cluster, switch) and not switch_ports(cluster, switch)
 
 
 @contextlib.contextmanager
@@ -282,5 +283,64 @@ def overlay_network(
                 wait_until(lambda: gone_everywhere(cluster, name, switch), timeout=REMOVAL,
                            interval=0.1, what=f"{name} gone from every host and NB")  # fmt: skip
             except Exception as exc:
-                errors.append(str(exc))
+                errors.append(f"{exc}\n{removal_diagnostics(cluster, name, switch)}")
     assert not errors, "cleanup failed:\n" + "\n".join(errors)
+
+
+@dataclass
+class PingCounts:
+    transmitted: int
+    received: int
+    output: str
+
+    @property
+    def lost(self) -> int:
+        return self.transmitted - self.received
+
+
+class BackgroundPing:
+    """``count`` pings every ``interval`` s from ``m`` to ``target`` while a test breaks
+    something; :meth:`result` waits for the end and parses busybox ping's summary."""
+
+    def __init__(self, m: Member, target: str, count: int, interval: float = 0.1) -> None:
+        argv = m.env.host.docker_argv(
+            "exec", m.name, "ping", "-c", str(count), "-i", str(interval), "-W", "2", target
+        )
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.timeout = count * interval + 30
+
+    def result(self) -> PingCounts:
+        try:
+            out, _ = self.proc.communicate(timeout=self.timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.communicate(timeout=5)
+        for line in out.splitlines():
+            if "packets transmitted" in line:
+                words = line.split()
+                return PingCounts(int(words[0]), int(words[3]), out)
+        raise AssertionError(f"no ping summary:\n{out}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=5)
+
+
+def removal_diagnostics(cluster: Cluster, name: str, switch: str) -> str:
+    """Where a network that should be gone still is, and what the plugins logged of it."""
+    parts = [f"hosts listing {name}: {[h.name for h in cluster.hosts if network_on(h, name)]}"]
+    proc = cluster.nbctl("--if-exists", "get", "Logical_Switch", switch, "external_ids",
+                         check=False)  # fmt: skip
+    parts.append(f"NB {switch} external_ids: {proc.stdout.strip()} {proc.stderr.strip()}")
+    parts.append(f"NB ports: {[p['name'] for p in switch_ports(cluster, switch)]}")
+    for h in cluster.hosts:
+        log = h.plugin.log_path
+        if log is not None and log.exists():
+            lines = log.read_text(errors="replace").splitlines()
+            hits = [ln for ln in lines if name in ln or switch in ln][-15:]
+            parts.append(f"[{h.name} plugin log]\n" + "\n".join(hits))
+    return "\n".join(parts)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from docker_ovs_plugin import contract
 from testbed.commands import CommandError, wait_until
+from testbed.docker import remove_containers
 from testbed.multihost import Cluster
 
 from .overlay import (
@@ -141,3 +143,108 @@ def test_mtu_option_is_the_containers_mtu(cluster: Cluster) -> None:
         a, b = ov.run(1), ov.run(3)
         assert mtu_of(a) == 1300 and mtu_of(b) == 1300
         a.first_reply(b.ip)
+
+
+def test_one_address_space_under_load(cluster: Cluster) -> None:
+    """3 hosts x 20 containers started at once: 60 distinct addresses, seen from inside each
+    container, and exactly 60 endpoint ports and the gateway in NB; then none left."""
+    per_host = 20
+    with overlay_network(cluster, "10.84.0.0/24") as ov:
+        started = time.monotonic()
+        members = ov.run_many(per_host)
+        TIMINGS["60 containers started in parallel on 3 hosts (s)"] = time.monotonic() - started
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            inside = list(pool.map(overlay_addresses, members))
+        for m, addresses in zip(members, inside, strict=True):
+            assert addresses == [m.ip], (m.name, m.n, addresses)
+        ips = [m.ip for m in members]
+        assert len(set(ips)) == 3 * per_host, sorted(ips)
+        ports = ov.lsps()
+        endpoints = [p for p in ports if contract.ENDPOINT_ID_KEY in p]
+        gateways = [p for p in ports if p.get(contract.ROLE_KEY) == contract.ROLE_GATEWAY]
+        assert len(endpoints) == 3 * per_host and len(gateways) == 1, ports
+        assert len(ports) == 3 * per_host + 1, [p["name"] for p in ports]
+        assert {p[contract.ADDRESS_KEY] for p in endpoints} == set(ips)
+        by_host = {n: sorted(m.name for m in members if m.n == n) for n in (1, 2, 3)}
+        assert {p[contract.HOST_KEY] for p in endpoints} == {"h1", "h2", "h3"}
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            list(pool.map(lambda n: remove_containers(cluster.host(n).host, by_host[n]), by_host))
+        ov.members.clear()
+        wait_until(lambda: ov.lsps() == gateways, timeout=20, interval=0.2,
+                   what="only the gateway's port left")  # fmt: skip
+        TIMINGS["60 containers removed: NB endpoints gone after (s)"] = time.monotonic() - started
+
+
+def overlay_addresses(m: Member) -> list[str]:
+    """The container's IPv4 addresses in its overlay's subnet, from inside it."""
+    prefix = m.ip.rsplit(".", 1)[0] + "."
+    out = m.exec("ip", "-o", "-4", "addr").stdout
+    return [w.split("/")[0] for w in out.split() if w.startswith(prefix) and "/" in w]
+
+
+def test_outside_through_own_host_and_published_port(cluster: Cluster) -> None:
+    with overlay_network(cluster, "10.85.0.0/24") as ov:
+        a = ov.run(1)
+        default = [r for r in a.exec("ip", "route").stdout.splitlines() if r.startswith("default")]
+        assert len(default) == 1 and iface_of(a) not in default[0].split(), (default, a.ip)
+        assert cluster.host(1).host.link_exists("docker_gwbridge")
+        # Host 2's underlay address: outside the overlay, reached through host 1's NAT.
+        TIMINGS["overlay container -> another host's underlay address (s)"] = a.first_reply(
+            cluster.host(2).ip, timeout=10
+        )
+        token = f"ovsmh-web-{ov.name}"
+        web = ov.run(
+            2,
+            extra=("-p", "18080:80"),
+            command=("sh", "-c", f"mkdir -p /www && echo {token} > /www/index.html && "
+                     "exec httpd -f -p 80 -h /www"),
+        )  # fmt: skip
+        url = f"http://{cluster.host(2).ip}:18080/"
+        h1 = cluster.host(1).host
+
+        def served() -> bool:
+            argv = ["curl", "-s", "--max-time", "2", url]
+            return h1.run(argv, check=False, timeout=10).stdout.strip() == token
+
+        wait_until(served, timeout=15, interval=0.2, what=f"{url} from h1")
+        # And the overlay itself still carries host 1's container to the web server.
+        a.first_reply(web.ip)
+
+
+def test_two_overlays_are_isolated(cluster: Cluster) -> None:
+    with (
+        overlay_network(cluster, "10.86.0.0/24") as red,
+        overlay_network(cluster, "10.87.0.0/24", creator=3) as blue,
+    ):
+        r1, r2 = red.run(1), red.run(2)
+        b2, b3 = blue.run(2), blue.run(3)
+        r1.first_reply(r2.ip)
+        b3.first_reply(b2.ip)
+        for src, dst in ((r1, b2), (r1, b3), (r2, b2), (b2, r2), (b3, r1)):
+            proc = src.exec("ping", "-c", "2", "-W", "1", "-w", "3", dst.ip, check=False)
+            assert proc.returncode != 0, f"{src.name} reached {dst.name} ({dst.ip}):\n{proc.stdout}"
+
+
+def test_names_of_other_hosts_containers_do_not_resolve(cluster: Cluster) -> None:
+    """Today's behaviour: Docker's embedded DNS knows only the containers of its own daemon,
+    so a name on another host does not resolve; ``--add-host`` is what works."""
+    with overlay_network(cluster, "10.88.0.0/24") as ov:
+        a = ov.run(1)
+        near = ov.run(1)
+        far = ov.run(2)
+        a.first_reply(far.ip)
+        same_host = a.exec("nslookup", near.name, check=False)
+        assert same_host.returncode == 0 and near.ip in same_host.stdout, same_host.stdout
+        other_host = a.exec("nslookup", far.name, check=False)
+        assert other_host.returncode != 0, other_host.stdout
+        assert far.ip not in other_host.stdout
+        # dockerd's resolver does not know the name and forwards the query to the host's
+        # resolvers (none reachable from a lab host): no answer, not even NXDOMAIN.
+        said = (other_host.stdout + other_host.stderr).strip()
+        assert said.startswith(";; connection timed out; no servers could be reached"), said
+        assert a.exec("ping", "-c", "1", "-W", "1", far.name, check=False).returncode != 0
+        # The workaround: the other host's container named explicitly.
+        c = ov.run(1, extra=("--add-host", f"{far.name}:{far.ip}"))
+        c.first_reply(far.name)
