@@ -229,7 +229,8 @@ def test_two_overlays_are_isolated(cluster: Cluster) -> None:
 
 def test_names_of_other_hosts_containers_do_not_resolve(cluster: Cluster) -> None:
     """Today's behaviour: Docker's embedded DNS knows only the containers of its own daemon,
-    so a name on another host does not resolve; ``--add-host`` is what works."""
+    so a name on another host does not resolve; ``--add-host`` works, and so does an OVN DNS
+    record with ``--dns`` an address on the overlay."""
     with overlay_network(cluster, "10.88.0.0/24") as ov:
         a = ov.run(1)
         near = ov.run(1)
@@ -248,3 +249,16 @@ def test_names_of_other_hosts_containers_do_not_resolve(cluster: Cluster) -> Non
         # The workaround: the other host's container named explicitly.
         c = ov.run(1, extra=("--add-host", f"{far.name}:{far.ip}"))
         c.first_reply(far.name)
+        # Or an OVN DNS record on the network's switch (the plugin writes none): OVN answers
+        # the queries that cross the overlay, so the container's resolver must be an address
+        # on it (--dns: Docker's resolver forwards the names it does not know there, from the
+        # container's namespace). Any port's address does; the gateway has no port to answer.
+        record = cluster.nbctl("create", "DNS", f'records={{"{far.name}"="{far.ip}"}}')
+        dns = record.stdout.strip()
+        try:
+            cluster.nbctl("add", "Logical_Switch", ov.switch, "dns_records", dns)
+            d = ov.run(1, extra=("--dns", near.ip))
+            d.first_reply(far.name, timeout=10)
+        finally:
+            cluster.nbctl("remove", "Logical_Switch", ov.switch, "dns_records", dns, check=False)
+            cluster.nbctl("destroy", "DNS", dns, check=False)
