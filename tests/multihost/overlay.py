@@ -273,9 +273,10 @@ def overlay_network(
         yield ov
     finally:
         # Containers on every host first: the network is removed once none uses it anywhere.
-        for n, env in envs.items():
-            if n != creator:
-                errors += env.cleanup()
+        others = [env for n, env in envs.items() if n != creator]
+        with ThreadPoolExecutor(max_workers=len(others)) as pool:
+            for found in pool.map(lambda env: env.cleanup(), others):
+                errors += found
         errors += envs[creator].cleanup()
         if ov is not None:
             name, switch = ov.name, ov.switch
