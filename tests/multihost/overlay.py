@@ -176,7 +176,13 @@ class Overlay:
         """A container on host ``n`` (waits for the network to have reached that host)."""
         env = self.envs[n]
         wait_for_network(self.cluster.host(n), self.name, timeout=PROPAGATION * 5)
-        m = Member(n, env, env.run_container(self.net, name=name, command=command, extra=extra))
+        try:
+            c = env.run_container(self.net, name=name, command=command, extra=extra)
+        except CommandError as exc:
+            raise CommandError(
+                exc.argv, exc.returncode, exc.stdout, f"{exc.stderr}\n{plugin_errors(env)}"
+            ) from None
+        m = Member(n, env, c)
         self.members.append(m)
         return m
 
@@ -194,6 +200,19 @@ class Overlay:
     def lsps(self) -> list[dict[str, str]]:
         """The northbound Logical_Switch_Ports of this network: name and external_ids."""
         return switch_ports(self.cluster, self.switch)
+
+
+def plugin_errors(env: DockerEnv, lines: int = 60) -> str:
+    """The end of a host's plugin log from its last ERROR or traceback on (when a request
+    failed)."""
+    plugin = env.plugin
+    log = getattr(plugin, "log_path", None)
+    if log is None or not log.exists():
+        return "(no plugin log)"
+    text = log.read_text(errors="replace").splitlines()
+    marks = [i for i, ln in enumerate(text) if " ERROR " in ln or ln.startswith("Traceback")]
+    start = marks[-1] if marks else max(0, len(text) - 10)
+    return "[plugin log]\n" + "\n".join(text[max(0, start - 5) : start + lines])
 
 
 def switch_ports(cluster: Cluster, switch: str) -> list[dict[str, str]]:
