@@ -152,6 +152,12 @@ class Layout:
     def raft_ips(self) -> list[str]:
         return [self.ip(n) for n in range(1, self.raft_size + 1)]
 
+    @property
+    def nb_remote(self) -> str:
+        """The NB cluster's remotes as clients name them (``tcp:IP:6641,...``): what a
+        plugin's ``--ovn-nb`` takes."""
+        return NB.remote(self.raft_ips())
+
 
 def _ns_run(netns: str, argv: Sequence[str], *, check: bool = True) -> None:
     run(["ip", "netns", "exec", netns, *argv], check=check, timeout=30)

@@ -22,9 +22,12 @@ from testbed.image import busybox_path
 from testbed.multihost import Cluster, missing_tool
 from testbed.suite import ci_mode
 
-from .support import DRIVER, TIMINGS, LocalState
+from .support import DRIVER, LAYOUT, TIMINGS, LocalState
 
 CLUSTER_KEY = pytest.StashKey[Cluster]()
+#: Every host's plugin serves overlay networks on the cluster's NB (plain TCP: a lab).
+#: (``--datapath-type netdev`` the harness passes itself.)
+PLUGIN_ARGS = ("--ovn-nb", LAYOUT.nb_remote, "--ovn-nb-insecure-tcp")
 
 
 def missing_requirement() -> str | None:
@@ -51,7 +54,7 @@ def local_before() -> LocalState:
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest, local_before: LocalState) -> Iterator[Cluster]:
     """3 hosts up for the session, always torn down (test_teardown does it explicitly)."""
-    c = Cluster(driver=DRIVER)
+    c = Cluster(driver=DRIVER, plugin_args=PLUGIN_ARGS)
     request.config.stash[CLUSTER_KEY] = c
     try:
         c.up()

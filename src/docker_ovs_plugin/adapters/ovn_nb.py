@@ -284,14 +284,16 @@ class _DropUse(_Command):
         ids.pop(key, None)
         users = [k for k in ids if k.startswith((c.HOST_POOL_PREFIX, c.HOST_NETWORK_PREFIX))]
         reserved = [p for p in switch.ports if p.external_ids.get(c.ROLE_KEY) != c.ROLE_GATEWAY]
+        # The compare of the compare-and-swap, in both branches: a host that starts using the
+        # switch, or reserves an address in it, before this commits makes it try again; and
+        # so does another host dropping its own last use meanwhile, or two hosts' last drops
+        # (each seeing the other's use still there) would both keep the switch for good.
+        switch.verify("external_ids")
+        switch.verify("ports")
         if users or reserved:
             if key in switch.external_ids:
                 switch.delkey("external_ids", key)
             return
-        # The compare of the compare-and-swap: a host that starts using the switch, or
-        # reserves an address in it, before this commits makes it try again.
-        switch.verify("external_ids")
-        switch.verify("ports")
         token = _by_name(self.api, PG, ids.get(c.TOKEN_KEY, ""))
         if token is not None and _ours(token):
             token.delete()

@@ -327,9 +327,16 @@ class OvsdbIntegration:
         self._api = api
         self._ovs = OvsdbSwitch(api, timeout)  # its error boundary and row helpers
 
+    def _locked(self) -> Any:
+        """The lock the IDL thread holds while it applies updates: a row's map column is
+        changed in place by an update (ovs.db.data.Datum.diff), so reading one outside it
+        races with ovn-controller's writes ("dictionary changed size during iteration")."""
+        return self._api.ovsdb_connection.lock
+
     def chassis(self) -> Chassis:
-        rows = self._ovs._find("Open_vSwitch")
-        ids = dict(rows[0].external_ids) if rows else {}
+        with self._locked():
+            rows = self._ovs._find("Open_vSwitch")
+            ids = dict(rows[0].external_ids) if rows else {}
         system_id = ids.get(OVS_SYSTEM_ID_KEY)
         if not system_id:
             raise BackendError(
@@ -366,8 +373,9 @@ class OvsdbIntegration:
         self._ovs.delete_port(bridge, name)
 
     def installed(self, name: str) -> bool:
-        row = self._ovs._row("Interface", name)
-        return row is not None and row.external_ids.get(OVN_INSTALLED_KEY) == "true"
+        with self._locked():
+            row = self._ovs._row("Interface", name)
+            return row is not None and row.external_ids.get(OVN_INSTALLED_KEY) == "true"
 
     def wait_installed(self, name: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -378,11 +386,12 @@ class OvsdbIntegration:
         return True
 
     def list_endpoints(self) -> list[dict[str, str]]:
-        return [
-            dict(row.external_ids)
-            for row in self._ovs._find("Interface", _OWNED)
-            if row.external_ids.get(ROLE_KEY) == ROLE_OVERLAY
-        ]
+        with self._locked():
+            return [
+                dict(row.external_ids)
+                for row in self._ovs._find("Interface", _OWNED)
+                if row.external_ids.get(ROLE_KEY) == ROLE_OVERLAY
+            ]
 
 
 def _trunks(networks: Sequence[Network]) -> list[int]:
