@@ -31,6 +31,8 @@ from typing import Any
 
 from ovsdbapp import venv
 
+from testbed import procs
+
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 TOOLS = ("ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-ofctl")
 # Debian installs the daemons in /usr/sbin, which a non-login PATH may lack.
@@ -143,18 +145,11 @@ class OvsSandbox:
     def _daemons(self) -> list[int]:
         """Processes started with a pidfile in this directory: ours, and only ours."""
         marker = f"--pidfile={self.directory}/".encode()
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue  # exited meanwhile
-            if marker in cmdline and state != "Z":
-                found.append(int(entry.name))
-        return found
+        return [
+            pid
+            for pid, cmdline in procs.each_process("cmdline")
+            if marker in cmdline and procs.alive(pid)
+        ]
 
     def _wait_gone(self) -> None:
         deadline = time.monotonic() + _STOP_TIMEOUT
