@@ -52,6 +52,8 @@ from testbed.image import build_busybox_image
 from testbed.ovn import NB, SB, MemberStatus, RaftDb
 from testbed.plugin import PluginProcess
 
+#: Set to a directory: :meth:`Cluster.down` keeps the daemons' logs there.
+KEEP_LOGS_ENV = "OVS_MH_KEEP_LOGS"
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 #: The tools a cluster needs besides the plugin.
 TOOLS = (
@@ -765,6 +767,7 @@ class Cluster:
         try:
             self._stop_gracefully()
         finally:
+            self._keep_logs()
             sweep(self.layout)
             for h in self.hosts:
                 for lever in h.daemons.values():
@@ -774,6 +777,18 @@ class Cluster:
             self._release_lock()
         self.down_seconds = time.perf_counter() - started
         return self.down_seconds
+
+    def _keep_logs(self) -> None:
+        """With OVS_MH_KEEP_LOGS=DIR, every host's daemon logs are copied to DIR/<time>/hN
+        before the directory goes: the only trace of an intermittent failure."""
+        keep = os.environ.get(KEEP_LOGS_ENV)
+        if not keep:
+            return
+        dest = Path(keep) / time.strftime("%Y%m%dT%H%M%S")
+        for h in self.hosts:
+            for log in h.dir.glob("*.log"):
+                (dest / h.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(log, dest / h.name / log.name)
 
     def _stop_gracefully(self) -> None:
         """Containers, plugins, dockerds, then the OVN and OVS daemons; SIGKILL after a while."""
