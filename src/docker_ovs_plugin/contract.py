@@ -246,6 +246,7 @@ class OverlayRecord:
     PORT_SECURITY: Final = "port_security"
     IFACE_PREFIX: Final = "iface_prefix"
     OPTIONS: Final = "options"
+    ROUTER: Final = "router"
 
 
 # The cluster's Docker network on a switch ("create once"), written by the host whose plugin
@@ -291,6 +292,34 @@ RESERVED_AT_KEY: Final = NS + "reserved-at"  # unix time, for a collector of for
 ENDPOINT_ID_KEY: Final = NS + "endpoint-id"  # once it is an endpoint's port
 # ROLE_KEY = ROLE_GATEWAY marks the switch's gateway reservation (shared by all hosts).
 REQUESTED_CHASSIS: Final = "requested-chassis"  # LSP options: only this chassis may claim it
+
+# -- OVN northbound: routers joining overlay networks (-o ovs.router=NAME) -------------------
+#
+# One Logical_Router per NAME, made unique by a Port_Group token as switches are. A switch
+# joins it through its gateway reservation, which becomes its router port (type "router",
+# peer of a Logical_Router_Port holding the gateway address): routing between the joined
+# subnets is OVN's, distributed on every chassis. The last switch to go deletes the router.
+ROUTER_NAME_KEY: Final = NS + "router"  # on the router, its token, each joined switch: NAME
+ROUTER_PREFIX: Final = "dopr-"
+ROUTER_TOKEN_PREFIX: Final = "dopr_"  # noqa: S105 (not a secret)
+ROLE_ROUTER_PORT: Final = "router-port"  # ROLE_KEY of a Logical_Router_Port of ours
+
+
+def router_name(name: str) -> str:
+    """The Logical_Router of `-o ovs.router=NAME`."""
+    return ROUTER_PREFIX + name
+
+
+def router_token(name: str) -> str:
+    """The Port_Group whose unique name makes a router NAME one router cluster-wide."""
+    digest = hashlib.sha256(name.encode()).hexdigest()[:NAME_TOKEN_HASH_CHARS]
+    return ROUTER_TOKEN_PREFIX + digest
+
+
+def router_port_name(switch: str) -> str:
+    """The Logical_Router_Port by which the switch `switch` joins its router."""
+    return f"{switch}-router"
+
 
 # -- the local integration bridge (br-int) ----------------------------------------------------
 

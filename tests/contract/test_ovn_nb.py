@@ -15,14 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import pytest
+from ovsdbapp.backend.ovs_idl import idlutils
 
 from docker_ovs_plugin import contract as c
 from docker_ovs_plugin.adapters import ovn_nb
 from docker_ovs_plugin.adapters.ovn_nb import OvnNorthbound
-from docker_ovs_plugin.service.errors import Conflict, NotFound
+from docker_ovs_plugin.service.errors import BackendError, Conflict, NotFound
 from docker_ovs_plugin.service.ports import Catalog, ClusterNetwork, Northbound
 from testbed import ovn_sandbox
 from testbed.ovn_sandbox import OvnNbCluster, OvnNbSandbox
@@ -314,10 +315,10 @@ def _ports(nb: OvnNorthbound) -> dict[str, tuple[str, str]]:
         }
 
 
-def _race(calls: list[Callable[[], str]]) -> list[str | Exception]:
+def _race(calls: list[Callable[[], object]]) -> list[object]:
     """Run the calls at the same instant, each on a thread of its own."""
     start = threading.Barrier(len(calls))
-    results: list[str | Exception] = [RuntimeError("did not finish")] * len(calls)
+    results: list[object] = [RuntimeError("did not finish")] * len(calls)
 
     def run(i: int) -> None:
         start.wait()
@@ -516,3 +517,103 @@ def test_watchers_hear_of_every_change_of_our_switches(real: RealWorld) -> None:
     began = time.monotonic()
     assert heard.wait(5.0)
     print(f"\nanother host's write heard after {(time.monotonic() - began) * 1000:.1f} ms")
+
+
+# -- routers (-o ovs.router=NAME) -------------------------------------------------------------
+
+SUBNET2 = IPv4Network("10.91.0.0/24")
+POOL2 = c.switch_name(str(SUBNET2))
+
+
+def pool_with_gateway(nb: Northbound, subnet: IPv4Network, host: str) -> str:
+    pool_id = nb.acquire_pool(subnet, host, "ovs")
+    nb.gateway(pool_id, host, None)
+    return pool_id
+
+
+def test_pools_on_one_router_route_to_each_other_until_the_last_goes(world: NbWorld) -> None:
+    pool_with_gateway(world.h1, SUBNET, "h1")
+    pool_with_gateway(world.h2, SUBNET2, "h2")
+    assert both_see(world, lambda nb: len(nb.pools()) == 2)
+    world.h1.join_router(POOL, "r1", "02:42:0a:5a:00:01")
+    world.h1.join_router(POOL, "r1", "02:42:0a:5a:00:01")  # again: a no-op
+    world.h2.join_router(POOL2, "r1", "02:42:0a:5b:00:01")
+    assert both_see(world, lambda nb: nb.routed_subnets(POOL) == [SUBNET2])
+    assert world.h2.routed_subnets(POOL2) == [SUBNET]
+    with pytest.raises(Conflict, match="joined to router r1"):
+        world.h2.join_router(POOL, "r2", "02:42:0a:5a:00:01")
+    # The router stays while one pool is on it, and goes with the last.
+    assert world.h1.release_pool(POOL, "h1")
+    assert both_see(world, lambda nb: nb.routed_subnets(POOL2) == [])
+    world.h2.join_router(POOL2, "r1", "02:42:0a:5b:00:01")  # still joined: a no-op
+    assert world.h2.release_pool(POOL2, "h2")
+    assert both_see(world, lambda nb: nb.pools() == [])
+    # The name is free again, for a new router.
+    pool_with_gateway(world.h1, SUBNET, "h1")
+    world.h1.join_router(POOL, "r1", "02:42:0a:5a:00:01")
+    assert world.h1.routed_subnets(POOL) == []
+
+
+def test_joining_a_router_needs_the_gateway(world: NbWorld) -> None:
+    world.h1.acquire_pool(SUBNET, "h1", "ovs")
+    with pytest.raises(BackendError, match="no gateway"):
+        world.h1.join_router(POOL, "r1", "02:42:0a:5a:00:01")
+
+
+def _routers(real: RealWorld, name: str) -> list[Any]:
+    api = real.adapters[0]._api
+    with api.ovsdb_connection.lock:
+        return [
+            r for r in api.tables["Logical_Router"].rows.values() if r.name == c.router_name(name)
+        ]
+
+
+def test_a_joined_pool_is_an_ovn_router_port_and_leaves_nothing(real: RealWorld) -> None:
+    a, _ = real.adapters
+    pool_with_gateway(a, SUBNET, "h1")
+    a.join_router(POOL, "r1", "02:42:0a:5a:00:01")
+    (router,) = _routers(real, "r1")
+    (lrp,) = router.ports
+    assert (lrp.name, lrp.mac, lrp.networks) == (
+        c.router_port_name(POOL),
+        "02:42:0a:5a:00:01",
+        ["10.90.0.1/16"],
+    )
+    api = a._api
+    with api.ovsdb_connection.lock:
+        gw = idlutils.row_by_value(api.idl, "Logical_Switch_Port", "name", f"{POOL}-10.90.0.1")
+        assert (gw.type, gw.addresses, dict(gw.options)) == (
+            "router",
+            ["router"],
+            {"router-port": lrp.name},
+        )
+    assert a.release_pool(POOL, "h1")
+    assert eventually(lambda: _routers(real, "r1") == [])
+    with api.ovsdb_connection.lock:
+        assert not api.tables["Logical_Router_Port"].rows
+        assert not api.tables["Port_Group"].rows.values() or all(
+            not pg.name.startswith(c.ROUTER_TOKEN_PREFIX)
+            for pg in api.tables["Port_Group"].rows.values()
+        )
+
+
+def test_two_hosts_making_one_router_at_once_make_one(real: RealWorld) -> None:
+    a, b = real.adapters
+    for attempt in range(5):  # several rounds: the race must be hit, not dodged
+        name = f"race{attempt}"
+        s1, s2 = (
+            IPv4Network(f"10.{110 + attempt}.0.0/24"),
+            IPv4Network(f"10.{120 + attempt}.0.0/24"),
+        )
+        p1, p2 = pool_with_gateway(a, s1, "h1"), pool_with_gateway(b, s2, "h2")
+        assert eventually(lambda: a.pool(p2) is not None and b.pool(p1) is not None)  # noqa: B023
+        results = _race(
+            [
+                partial(a.join_router, p1, name, "02:42:00:00:00:01"),
+                partial(b.join_router, p2, name, "02:42:00:00:00:02"),
+            ]
+        )
+        assert results == [None, None]
+        assert len(_routers(real, name)) == 1
+        assert eventually(lambda: a.routed_subnets(p1) == [s2])  # noqa: B023
+        assert eventually(lambda: b.routed_subnets(p2) == [s1])  # noqa: B023

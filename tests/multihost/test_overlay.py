@@ -31,7 +31,7 @@ from .overlay import (
     udp_send,
     wait_for_network,
 )
-from .support import DRIVER, TIMINGS
+from .support import DRIVER, SUITE, TIMINGS
 
 # Not yet in CI: in 1 of the last 3 runs of the suite, 7 tests failed at `docker run` on host 1
 # with "ovn-controller did not claim port ... within 20 s", cause not found yet. A suite that
@@ -235,6 +235,44 @@ def test_two_overlays_are_isolated(cluster: Cluster) -> None:
         for src, dst in ((r1, b2), (r1, b3), (r2, b2), (b2, r2), (b3, r1)):
             proc = src.exec("ping", "-c", "2", "-W", "1", "-w", "3", dst.ip, check=False)
             assert proc.returncode != 0, f"{src.name} reached {dst.name} ({dst.ip}):\n{proc.stdout}"
+
+
+def router_of(cluster: Cluster, name: str) -> list[str]:
+    """The networks of the router ``-o ovs.router=name`` in NB (empty: no such router)."""
+    out = cluster.nbctl(
+        "--bare", "--columns=networks", "find", "Logical_Router_Port",
+        f'external_ids:"{contract.ROLE_KEY}"="{contract.ROLE_ROUTER_PORT}"',
+    ).stdout.split()  # fmt: skip
+    routers = cluster.nbctl(
+        "--bare", "--columns=name", "find", "Logical_Router",
+        f'external_ids:"{contract.ROUTER_NAME_KEY}"="{name}"',
+    ).stdout.split()  # fmt: skip
+    return sorted(out) if routers == [contract.router_name(name)] else []
+
+
+def test_overlays_on_one_router_reach_each_other_across_hosts(cluster: Cluster) -> None:
+    """-o ovs.router=R on two overlay networks: OVN routes between them on every chassis
+    (containers get a route to the other subnet via their network's gateway); a third network
+    not on R stays isolated from both; the router goes with the last of its networks."""
+    router = SUITE.unique_name("rt")
+    on_router = {"ovs.router": router}
+    with (
+        overlay_network(cluster, "10.93.0.0/24", options=on_router) as red,
+        overlay_network(cluster, "10.94.0.0/24", creator=2, options=on_router) as blue,
+        overlay_network(cluster, "10.95.0.0/24", creator=3) as alone,
+    ):
+        assert router_of(cluster, router) == ["10.93.0.1/24", "10.94.0.1/24"]
+        r1, b2, b3, a3 = red.run(1), blue.run(2), blue.run(3), alone.run(3)
+        routes = r1.exec("ip", "-4", "route").stdout
+        assert "10.94.0.0/24 via 10.93.0.1" in routes, routes
+        TIMINGS["routed: red on h1 -> blue on h2, first reply (s)"] = r1.first_reply(b2.ip)
+        b3.first_reply(r1.ip)
+        tcp_send(b2, r1, 7201)
+        for src, dst in ((r1, a3), (a3, r1), (a3, b2), (b3, a3)):
+            proc = src.exec("ping", "-c", "2", "-W", "1", "-w", "3", dst.ip, check=False)
+            assert proc.returncode != 0, f"{src.name} reached {dst.name} ({dst.ip}):\n{proc.stdout}"
+        udp_send(r1, b3, 7202)  # routed, not NATed: r1 sees b3's own address as the source
+    assert router_of(cluster, router) == []
 
 
 def test_names_of_other_hosts_containers_do_not_resolve(cluster: Cluster) -> None:

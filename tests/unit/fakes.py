@@ -344,6 +344,7 @@ class FakeNorthbound:
         self.tokens: dict[str, str] = {}  # token name -> switch name
         self.port_names: dict[str, str] = {}  # logical port name -> switch name
         self.name_tokens: dict[str, str] = {}  # name token -> switch name (unique index)
+        self.routers: dict[str, dict[str, str]] = {}  # router NAME -> its switches' networks
         self.watchers: list[Callable[[], None]] = []
         self.clock = clock
         self._lock = threading.Lock()
@@ -469,7 +470,40 @@ class FakeNorthbound:
                 del self.name_tokens[name_token]
             for name in sw.ports:
                 self.port_names.pop(name, None)
+            router = sw.external_ids.get(c.ROUTER_NAME_KEY)
+            if router is not None:
+                self.routers[router].pop(pool_id, None)
+                if not self.routers[router]:
+                    del self.routers[router]
             return True
+
+    def join_router(self, pool_id: str, router: str, mac: str) -> None:
+        with self._lock:
+            sw = self._switch(pool_id)
+            joined = sw.external_ids.get(c.ROUTER_NAME_KEY)
+            if joined not in (None, router):
+                raise Conflict(f"overlay pool {pool_id} is joined to router {joined}")
+            gateway = sw.external_ids.get(c.GATEWAY_KEY)
+            if gateway is None:
+                raise BackendError(f"overlay pool {pool_id} has no gateway address")
+            prefix = IPv4Network(sw.external_ids[c.SUBNET_KEY]).prefixlen
+            sw.external_ids[c.ROUTER_NAME_KEY] = router
+            port = sw.ports[c.reservation_name(pool_id, gateway)]
+            port.addresses = ["router"]
+            port.options["router-port"] = c.router_port_name(pool_id)
+            self.routers.setdefault(router, {})[pool_id] = f"{gateway}/{prefix}"
+
+    def routed_subnets(self, pool_id: str) -> list[IPv4Network]:
+        with self._lock:
+            sw = self.switches.get(pool_id)
+            router = sw.external_ids.get(c.ROUTER_NAME_KEY) if sw is not None else None
+            if router is None:
+                return []
+            return sorted(
+                IPv4Interface(n).network
+                for other, n in self.routers[router].items()
+                if other != pool_id
+            )
 
     def set_host_network(self, pool_id: str, host: str, record: str | None) -> None:
         if record is None:

@@ -50,3 +50,8 @@ def test_unknown_ovs_option_names_the_supported_ones() -> None:
 def test_non_scalar_values_refused(value: object) -> None:
     with pytest.raises(InvalidRequest, match="must be a string"):
         parse_network_options({"ovs.mtu": value})
+
+
+def test_router_only_applies_to_overlay_networks() -> None:
+    with pytest.raises(InvalidRequest, match=r"ovs\.router only applies to ovs\.mode=overlay"):
+        parse_network_options({"ovs.router": "r1"})

@@ -437,3 +437,67 @@ def test_no_system_id_is_a_clear_error(h1: Host) -> None:
     h1.integration.system_id = None
     with pytest.raises(BackendError, match="system-id"):
         h1.ipam.request_pool(pool=SUBNET, sub_pool="", v6=False)
+
+
+# -- -o ovs.router=NAME ------------------------------------------------------------------------
+
+
+def test_networks_on_one_router_get_routes_to_each_other_via_their_gateway(
+    h1: Host, h2: Host
+) -> None:
+    a, pool_a = h1.create_network("10.90.0.0/16", **{"ovs.router": "r1"})
+    b, pool_b = h2.create_network("10.91.0.0/24", **{"ovs.router": "r1"})
+    alone, pool_alone = h1.create_network("10.92.0.0/24")
+    ep, _ = h1.run(a, pool_a)
+    routes = h1.overlay.join(a, ep).static_routes
+    assert [(r.destination, r.next_hop) for r in routes] == [("10.91.0.0/24", "10.90.0.1")]
+    ep_b, _ = h2.run(b, pool_b)
+    routes = h2.overlay.join(b, ep_b).static_routes
+    assert [(r.destination, r.next_hop) for r in routes] == [("10.90.0.0/16", "10.91.0.1")]
+    # Not on the router: no routes, and no router port.
+    ep_alone, _ = h1.run(alone, pool_alone)
+    assert h1.overlay.join(alone, ep_alone).static_routes == ()
+    # The gateway reservation is the switch's router port.
+    gw = lsp(h1.nb, pool_a, IPv4Interface("10.90.0.1/16"))
+    assert gw.addresses == ["router"]
+    assert gw.options["router-port"] == c.router_port_name(pool_a)
+
+
+def test_a_network_on_another_router_is_refused_and_leaves_nothing(h1: Host, h2: Host) -> None:
+    h1.create_network("10.90.0.0/16", **{"ovs.router": "r1"})
+    pool_id, _ = h2.ipam.request_pool(pool="10.90.0.0/16", sub_pool="", v6=False)
+    gw = h2.ipam.request_address(pool_id, "", GW)
+    with pytest.raises(Conflict, match="joined to router r1"):
+        h2.networks.create_network(
+            "b" * 64,
+            {**OVERLAY, "ovs.router": "r2"},
+            [Subnet(ipaddress.ip_network("10.90.0.0/16"), ipaddress.ip_interface(gw))],
+            [],
+            internal=False,
+            address_space=h2.ipam.address_space,
+        )
+    assert h2.overlay.networks() == []
+    assert "r2" not in h2.nb.routers
+
+
+def test_the_router_goes_with_its_last_network(h1: Host, h2: Host) -> None:
+    a, pool_a = h1.create_network("10.90.0.0/16", **{"ovs.router": "r1"})
+    b, pool_b = h2.create_network("10.91.0.0/24", **{"ovs.router": "r1"})
+    h1.remove_network(a, pool_a)
+    assert h2.nb.routed_subnets(pool_b) == []
+    assert "r1" in h2.nb.routers
+    h2.remove_network(b, pool_b)
+    assert h2.nb.routers == {}
+
+
+@pytest.mark.parametrize("name", ["", "-r", "a b", "r/1", "x" * 64])
+def test_a_bad_router_name_is_refused(h1: Host, name: str) -> None:
+    with pytest.raises(InvalidRequest, match=r"ovs\.router"):
+        h1.create_network(**{"ovs.router": name})
+
+
+def test_the_router_is_kept_across_a_plugin_restart(h1: Host) -> None:
+    h1.create_network("10.90.0.0/16", **{"ovs.router": "r1"})
+    h1.restart()
+    (net,) = h1.overlay.networks()
+    assert net.router == "r1"

@@ -15,10 +15,13 @@ import pytest
 
 from docker_ovs_plugin.http.routes import build_routes
 from docker_ovs_plugin.http.server import MAX_BODY, PluginServer
+from docker_ovs_plugin.service.ipam import Ipam
+from docker_ovs_plugin.service.overlay import Overlay
 from testbed.http import UnixHTTPConnection
 
-from .fakes import make_driver
+from .fakes import FakeIntegration, FakeLinks, FakeNorthbound, make_driver
 
+GATEWAY = "com.docker.network.gateway"
 NET = "1" * 64
 EP = "2" * 64
 
@@ -103,6 +106,51 @@ def test_ipam_without_ovn_nb_is_refused_with_err_naming_the_flag(server: PluginS
     status, body = call(server, "/IpamDriver.RequestPool", {"Pool": "10.90.0.0/16"})
     assert status == 400
     assert "--ovn-nb" in body["Err"]
+
+
+def test_join_of_a_routed_overlay_network_sends_static_routes(tmp_path: Path) -> None:
+    """Two overlay networks on one router (-o ovs.router=r1): Join gives the other's subnet
+    via this network's gateway, in Docker's StaticRoutes form (RouteType 0: via NextHop)."""
+    nb, integration = FakeNorthbound(), FakeIntegration()
+    overlay = Overlay(nb, integration, FakeLinks(), datapath_type="netdev", join_timeout=1.0)
+    overlay.load()
+    routes = build_routes(make_driver(), overlay, Ipam(nb, integration))
+    srv = PluginServer(tmp_path / "plugins" / "ovs.sock", routes)
+    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        for net, subnet in ((NET, "10.90.0.0/16"), ("3" * 64, "10.91.0.0/24")):
+            status, pool = call(srv, "/IpamDriver.RequestPool", {"Pool": subnet})
+            assert status == 200, pool
+            gw_req = {"PoolID": pool["PoolID"], "Options": {"RequestAddressType": GATEWAY}}
+            status, gw = call(srv, "/IpamDriver.RequestAddress", gw_req)
+            assert status == 200, gw
+            body = {
+                "NetworkID": net,
+                "Options": {
+                    "com.docker.network.generic": {"ovs.mode": "overlay", "ovs.router": "r1"}
+                },
+                "IPv4Data": [
+                    {"AddressSpace": "docker-ovs", "Pool": subnet, "Gateway": gw["Address"]}
+                ],
+                "IPv6Data": [],
+            }
+            assert call(srv, "/NetworkDriver.CreateNetwork", body) == (200, {})
+        status, address = call(srv, "/IpamDriver.RequestAddress", {"PoolID": "dop-10.90.0.0_16"})
+        assert status == 200, address
+        ids = {"NetworkID": NET, "EndpointID": EP}
+        ep = {**ids, "Interface": {"Address": address["Address"]}, "Options": {}}
+        assert call(srv, "/NetworkDriver.CreateEndpoint", ep)[0] == 200
+        status, body = call(srv, "/NetworkDriver.Join", {**ids, "SandboxKey": "/x", "Options": {}})
+        assert status == 200, body
+        assert body["StaticRoutes"] == [
+            {"Destination": "10.91.0.0/24", "RouteType": 0, "NextHop": "10.90.0.1"}
+        ]
+        assert "Gateway" not in body and body["DisableGatewayService"] is False
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
 
 
 def test_unknown_path_is_404_with_err(server: PluginServer) -> None:

@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,8 +48,14 @@ from docker_ovs_plugin.service.ports import ClusterNetwork, Pool, Reservation, T
 
 LOG = logging.getLogger(__name__)
 
-TABLES = ("Logical_Switch", "Logical_Switch_Port", "Port_Group")
-LS, LSP, PG = TABLES
+TABLES = (
+    "Logical_Switch",
+    "Logical_Switch_Port",
+    "Port_Group",
+    "Logical_Router",
+    "Logical_Router_Port",
+)
+LS, LSP, PG, LR, LRP = TABLES
 
 # Messages of failures that pass once the cluster has a leader again.
 _TRANSIENT = (
@@ -298,10 +304,104 @@ class _DropUse(_Command):
         if token is not None and _ours(token):
             token.delete()
         _drop_name_token(self.api, switch)
+        _leave_router(self.api, switch)
         for port in switch.ports:  # the gateway reservation, ours by the check above
             port.delete()
         switch.delete()
         self.result = True
+
+
+def _router(api: Any, name: str) -> Any | None:
+    """Our Logical_Router of `-o ovs.router=NAME` (unique among ours: its token sees to it)."""
+    for row in api.tables[LR].rows.values():
+        if row.name == c.router_name(name) and _ours(row):
+            return row
+    return None
+
+
+def _leave_router(api: Any, switch: Any) -> None:
+    """The switch goes: delete its router port, and the router (with its token) when that was
+    the router's last port and nothing but ours is on it."""
+    name = switch.external_ids.get(c.ROUTER_NAME_KEY)
+    lrp = _by_name(api, LRP, c.router_port_name(switch.name))
+    router = _router(api, name) if name else None
+    if router is not None:
+        # The compare: a switch joining meanwhile makes this try again (and keep the router).
+        router.verify("ports")
+    if lrp is None or not _ours(lrp):
+        return
+    if router is not None:
+        router.delvalue("ports", lrp)
+    lrp.delete()
+    if router is None or any(p.uuid != lrp.uuid for p in router.ports):
+        return
+    if router.static_routes or router.nat or router.policies:
+        return  # an operator added to it: theirs to remove
+    token = _by_name(api, PG, c.router_token(str(name)))
+    if token is not None and _ours(token):
+        token.delete()
+    router.delete()
+
+
+class _JoinRouter(_Command):
+    """Join a switch to the router NAME (made if missing) through its gateway reservation."""
+
+    def __init__(self, api: Any, pool_id: str, router: str, mac: str, driver: str) -> None:
+        super().__init__(api)
+        self.pool_id, self.router, self.mac, self.driver = pool_id, router, mac, driver
+
+    def run_idl(self, txn: Any) -> None:
+        switch = _switch(self.api, self.pool_id)
+        pool = _pool_of(switch) if switch is not None else None
+        if switch is None or pool is None:
+            raise NotFound(f"overlay pool {self.pool_id} does not exist in OVN")
+        joined = switch.external_ids.get(c.ROUTER_NAME_KEY)
+        if joined not in (None, self.router):
+            raise Conflict(
+                f"overlay subnet {pool.subnet} is joined to router {joined}, not {self.router}"
+            )
+        if pool.gateway is None:
+            raise BackendError(
+                f"overlay subnet {pool.subnet} has no gateway address: a router needs one"
+            )
+        gateway = _by_name(self.api, LSP, c.reservation_name(self.pool_id, str(pool.gateway)))
+        if gateway is None or not _ours(gateway):
+            raise BackendError(f"the gateway reservation of {self.pool_id} is missing")
+        lrp_name = c.router_port_name(str(switch.name))
+        lrp = _by_name(self.api, LRP, lrp_name)
+        if joined == self.router and lrp is not None and gateway.type == "router":
+            return  # joined already (by this host or another)
+        router = _router(self.api, self.router)
+        if router is None:
+            token_name = c.router_token(self.router)
+            token = _by_name(self.api, PG, token_name)
+            if token is not None and not _ours(token):
+                raise BackendError(f"Port_Group {token_name} exists and is not ours")
+            if token is None:
+                # Unique name: a host making the same router at once fails and tries again.
+                token = txn.insert(self.api.tables[PG])
+                token.name = token_name
+                token.external_ids = _tags(self.driver, {c.ROUTER_NAME_KEY: self.router})
+            else:
+                token.verify("name")  # its router's last switch leaving meanwhile deletes it
+            router = txn.insert(self.api.tables[LR])
+            router.name = c.router_name(self.router)
+            router.external_ids = _tags(self.driver, {c.ROUTER_NAME_KEY: self.router})
+        else:
+            router.verify("ports")  # its last switch leaving meanwhile would delete it
+        if lrp is None:
+            lrp = txn.insert(self.api.tables[LRP])
+            lrp.name = lrp_name
+            lrp.mac = self.mac
+            lrp.networks = [f"{pool.gateway}/{pool.subnet.prefixlen}"]
+            lrp.external_ids = _tags(self.driver, {c.ROLE_KEY: c.ROLE_ROUTER_PORT})
+            router.addvalue("ports", lrp)
+        gateway.verify("external_ids")
+        gateway.type = "router"
+        gateway.addresses = ["router"]
+        gateway.setkey("options", "router-port", lrp_name)
+        switch.verify("external_ids")
+        switch.setkey("external_ids", c.ROUTER_NAME_KEY, self.router)
 
 
 class _SetHostNetwork(_Command):
@@ -913,6 +1013,41 @@ class OvnNorthbound:
             f"making {address} a plain reservation in {pool_id}",
             lambda: _Unbind(self._api, pool_id, address, host, endpoint_id),
         )
+
+    def join_router(self, pool_id: str, router: str, mac: str) -> None:
+        what = f"joining {pool_id} to router {router}"
+        for _ in range(3):
+            try:
+                self._write(
+                    what, lambda: _JoinRouter(self._api, pool_id, router, mac, self._driver)
+                )
+                return
+            except _Taken:
+                # Another host made the router at the same instant: join that one.
+                self._wait_for(lambda: self._router_seen(router))
+        raise BackendError(f"{what}: kept colliding with other hosts; try again")
+
+    def _router_seen(self, router: str) -> bool:
+        with self._replica() as api:
+            return _router(api, router) is not None
+
+    def routed_subnets(self, pool_id: str) -> list[IPv4Network]:
+        with self._replica() as api:
+            switch = _switch(api, pool_id)
+            name = switch.external_ids.get(c.ROUTER_NAME_KEY) if switch is not None else None
+            router = _router(api, name) if name else None
+            if router is None:
+                return []
+            own = c.router_port_name(pool_id)
+            return sorted(
+                {
+                    IPv4Interface(n).network
+                    for p in router.ports
+                    if p.name != own
+                    for n in p.networks
+                    if ":" not in n
+                }
+            )
 
     # -- the cluster's Docker networks ---------------------------------------------------------
 

@@ -115,6 +115,12 @@ def build_routes(
             out["Gateway"] = info.gateway
         if info.gateway_ipv6:
             out["GatewayIPv6"] = info.gateway_ipv6
+        if info.static_routes:
+            # RouteType 0: a route via NextHop (1 would be on-link, without one).
+            out["StaticRoutes"] = [
+                {"Destination": r.destination, "RouteType": 0, "NextHop": r.next_hop}
+                for r in info.static_routes
+            ]
         return out
 
     def leave(body: bytes) -> dict[str, Any]:

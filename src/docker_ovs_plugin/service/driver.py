@@ -31,12 +31,21 @@ NETDEV = "netdev"
 
 
 @dataclass(frozen=True)
+class StaticRoute:
+    """A route Docker adds in the container (Join's StaticRoutes)."""
+
+    destination: str  # CIDR
+    next_hop: str
+
+
+@dataclass(frozen=True)
 class JoinInfo:
     src_name: str
     dst_prefix: str
     gateway: str | None
     gateway_ipv6: str | None
     disable_gateway_service: bool
+    static_routes: tuple[StaticRoute, ...] = ()
 
 
 def mac_for(ipv4: IPv4Interface | None) -> str:

@@ -287,6 +287,7 @@ class OverlayNetwork:
     iface_prefix: str = DEFAULT_IFACE_PREFIX
     driver: str = DEFAULT_DRIVER
     options: dict[str, str] = field(default_factory=dict)
+    router: str | None = None  # -o ovs.router=NAME
 
     def to_json(self) -> str:
         r = contract.OverlayRecord
@@ -297,6 +298,8 @@ class OverlayNetwork:
             r.IFACE_PREFIX: self.iface_prefix,
             r.OPTIONS: self.options,
         }
+        if self.router is not None:
+            data[r.ROUTER] = self.router
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -324,6 +327,7 @@ class OverlayNetwork:
                 iface_prefix=str(data.get(r.IFACE_PREFIX, DEFAULT_IFACE_PREFIX)),
                 driver=driver,
                 options={str(k): str(v) for k, v in data.get(r.OPTIONS, {}).items()},
+                router=str(data[r.ROUTER]) if data.get(r.ROUTER) is not None else None,
             )
         except (KeyError, ValueError, TypeError, AttributeError) as e:
             raise CorruptState(f"switch {pool_id}: unreadable network record ({e})") from e

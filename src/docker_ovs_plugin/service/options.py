@@ -25,13 +25,16 @@ VLAN = "ovs.vlan"
 MTU = "ovs.mtu"
 ICC = "ovs.icc"
 PORT_SECURITY = "ovs.port_security"
+ROUTER = "ovs.router"  # overlay only: the OVN logical router the network joins
 DOCKER_MTU = "com.docker.network.driver.mtu"
 DOCKER_ICC = "com.docker.network.bridge.enable_icc"
 DOCKER_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 DOCKER_HOST_BINDING = "com.docker.network.bridge.host_binding_ipv4"
 DOCKER_IFACE_PREFIX = "com.docker.network.container_iface_prefix"
 
-KNOWN_OPTIONS = frozenset({MODE, BRIDGE_NAME, UPLINK, UPLINK_ALIAS, VLAN, MTU, ICC, PORT_SECURITY})
+KNOWN_OPTIONS = frozenset(
+    {MODE, BRIDGE_NAME, UPLINK, UPLINK_ALIAS, VLAN, MTU, ICC, PORT_SECURITY, ROUTER}
+)
 
 DEFAULT_MTU = 1500
 MIN_MTU = 1280  # IPv6's minimum; below it dual-stack networks break
@@ -40,6 +43,7 @@ MAX_MTU = 9000
 # Safe for OVS and the kernel, and for iptables arguments: no spaces, slashes or shell-ish bytes.
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,10}$")
+_ROUTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -119,6 +123,8 @@ def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict
         raise InvalidRequest(
             f"unknown option(s) {', '.join(unknown)}; supported: {', '.join(sorted(KNOWN_OPTIONS))}"
         )
+    if ROUTER in raw:
+        raise InvalidRequest(f"option {ROUTER} only applies to {MODE}={MODE_OVERLAY}")
     if UPLINK in raw and UPLINK_ALIAS in raw and raw[UPLINK] != raw[UPLINK_ALIAS]:
         raise InvalidRequest(f"options {UPLINK} and {UPLINK_ALIAS} name different interfaces")
 
@@ -177,7 +183,7 @@ def parse_network_options(generic: dict[str, Any]) -> tuple[NetworkOptions, dict
 
 # -- overlay networks (-o ovs.mode=overlay) ---------------------------------------------------
 
-OVERLAY_OPTIONS = frozenset({MODE, MTU, PORT_SECURITY})
+OVERLAY_OPTIONS = frozenset({MODE, MTU, PORT_SECURITY, ROUTER})
 
 
 @dataclass(frozen=True)
@@ -185,6 +191,7 @@ class OverlayOptions:
     mtu: int | None = None  # None: the underlay's MTU less the encapsulation's overhead
     port_security: bool = True
     iface_prefix: str = DEFAULT_IFACE_PREFIX
+    router: str | None = None  # overlay networks on the same router reach each other
 
 
 def is_overlay(generic: dict[str, Any]) -> bool:
@@ -210,6 +217,12 @@ def parse_overlay_options(generic: dict[str, Any]) -> tuple[OverlayOptions, dict
         )
     mtu_opt = _last_given(raw, DOCKER_MTU, MTU)
     prefix = _iface_prefix(raw)
+    router = raw.get(ROUTER)
+    if router is not None and not _ROUTER_RE.match(router):
+        raise InvalidRequest(
+            f"option {ROUTER}={router!r}: use 1 to 63 letters, digits, '.', '-' or '_', "
+            "starting with a letter or digit"
+        )
     return (
         OverlayOptions(
             mtu=_int(mtu_opt[0], mtu_opt[1], MIN_MTU, MAX_MTU) if mtu_opt else None,
@@ -217,6 +230,7 @@ def parse_overlay_options(generic: dict[str, Any]) -> tuple[OverlayOptions, dict
             if PORT_SECURITY in raw
             else True,
             iface_prefix=prefix,
+            router=router,
         ),
         raw,
     )

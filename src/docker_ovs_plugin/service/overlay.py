@@ -19,7 +19,7 @@ from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any
 
 from docker_ovs_plugin.contract import ADDRESS_SPACE, DEFAULT_DRIVER
-from docker_ovs_plugin.service.driver import NETDEV, JoinInfo, mac_for
+from docker_ovs_plugin.service.driver import NETDEV, JoinInfo, StaticRoute, mac_for
 from docker_ovs_plugin.service.errors import BackendError, Conflict, InvalidRequest, undo
 from docker_ovs_plugin.service.locks import KeyedLocks
 from docker_ovs_plugin.service.model import (
@@ -200,6 +200,7 @@ class Overlay:
             iface_prefix=opts.iface_prefix,
             driver=self._name,
             options=raw,
+            router=opts.router,
         )
         with self._hold(network_id):
             existing = self._store.get_network(network_id)
@@ -213,6 +214,17 @@ class Overlay:
                 raise Conflict(
                     f"overlay subnet {pool.subnet} is already a network on this host; "
                     "one network per subnet and host"
+                )
+            if net.router is not None:
+                # First, so a refusal (joined to another router) leaves nothing behind;
+                # every host's CreateNetwork does it, the first one joins.
+                gateway = pool.gateway
+                if gateway is None:
+                    raise InvalidRequest(
+                        f"a routed overlay network needs a gateway ({pool.subnet})"
+                    )
+                self._nb.join_router(
+                    pool.pool_id, net.router, mac_for(IPv4Interface(f"{gateway}/32"))
                 )
             self._nb.set_host_network(pool.pool_id, chassis.system_id, net.to_json())
             self._store.put_network(net)
@@ -353,13 +365,21 @@ class Overlay:
                 "and connected to the southbound DB?"
             )
         # No gateway, gateway service on: Docker adds docker_gwbridge on this host for the
-        # way out and -p, as it does for its own overlay networks.
+        # way out and -p, as it does for its own overlay networks. A router's other subnets
+        # are reached through this network's gateway, the router's address on it.
+        routes: tuple[StaticRoute, ...] = ()
+        if net.router is not None and net.gateway is not None:
+            routes = tuple(
+                StaticRoute(str(subnet), str(net.gateway))
+                for subnet in self._nb.routed_subnets(net.pool_id)
+            )
         return JoinInfo(
             src_name=ep.container_if,
             dst_prefix=net.iface_prefix,
             gateway=None,
             gateway_ipv6=None,
             disable_gateway_service=False,
+            static_routes=routes,
         )
 
     def leave(self, network_id: str, endpoint_id: str) -> None:

@@ -245,6 +245,15 @@ class Northbound(Protocol):
         """`host`'s reservations made before unix time `older_than` that are no endpoint's
         port, nor the gateway: candidates for a collector of addresses Docker never released."""
 
+    def join_router(self, pool_id: str, router: str, mac: str) -> None:
+        """Join the pool to the logical router `router` (made by the first pool to join it),
+        its gateway address becoming the router's address there (with `mac`); a no-op when
+        joined already. Conflict when the pool is joined to another router. The router goes
+        with the last pool on it."""
+
+    def routed_subnets(self, pool_id: str) -> list[IPv4Network]:
+        """The subnets of the other pools on the pool's router (none without one)."""
+
 
 @dataclass(frozen=True)
 class Tombstone:
