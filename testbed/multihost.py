@@ -638,6 +638,10 @@ class Cluster:
         return self.hosts[n - 1]
 
     @property
+    def is_up(self) -> bool:
+        return self._up
+
+    @property
     def raft_hosts(self) -> list[ClusterHost]:
         return self.hosts[: self.layout.raft_size]
 
@@ -889,6 +893,47 @@ class Cluster:
             raise RuntimeError(f"{db.key} has no leader")
         leader.kill(db.key, sig)
         return leader
+
+    def diagnostics(self, log_lines: int = 12) -> str:
+        """What a failed test reports of OVN's state: each northd's status, logical ports NB
+        has and SB has no binding for (northd behind), each ovn-controller's connection and
+        the last lines of the OVN daemons' logs. Never raises."""
+        out: list[str] = []
+
+        def add(title: str, produce: Callable[[], str]) -> None:
+            try:
+                text = produce().strip()
+            except Exception as e:  # a diagnosis must not hide the failure it explains
+                text = f"({type(e).__name__}: {e})"
+            out.append(f"-- {title}\n{text}")
+
+        for n in self.layout.northd_hosts:
+            h = self.host(n)
+            ctl = str(h.dir / "ovn-northd.ctl")
+            add(f"{h.name} ovn-northd status",
+                lambda ctl=ctl, h=h: h.host.run(["ovn-appctl", "-t", ctl, "status"],  # type: ignore[misc]
+                                                check=False, timeout=5).stdout)  # fmt: skip
+
+        def unbound() -> str:
+            nb = set(self.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port",
+                                check=False).stdout.split())  # fmt: skip
+            sb = set(self.sbctl("--bare", "--columns=logical_port", "list", "Port_Binding",
+                                check=False).stdout.split())  # fmt: skip
+            missing = sorted(nb - sb)
+            return f"{len(nb)} in NB, {len(missing)} without a Port_Binding: {missing[:10]}"
+
+        add("logical switch ports without a southbound binding", unbound)
+        for h in self.hosts:
+            if h.lost:
+                continue
+            add(f"{h.name} ovn-controller connection",
+                lambda h=h: h.host.run(["ovn-appctl", "-t", "ovn-controller", "connection-status"],  # type: ignore[misc]
+                                       check=False, timeout=5).stdout)  # fmt: skip
+            for name in ("ovn-controller", "ovn-northd"):
+                lever = h.daemons.get(name)
+                if isinstance(lever, Daemon):
+                    add(f"{h.name} {name} log", lambda lever=lever: lever.log_tail(log_lines))  # type: ignore[misc]
+        return "\n".join(out)
 
     def chassis(self) -> list[str]:
         out = self.sbctl("--bare", "--columns=name", "list", "Chassis").stdout

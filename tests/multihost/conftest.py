@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -67,6 +67,19 @@ def cluster(request: pytest.FixtureRequest, local_before: LocalState) -> Iterato
         c.down()
         if c.down_seconds:
             TIMINGS["teardown (s)"] = c.down_seconds
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed multi-host test reports OVN's state with it: an intermittent failure leaves
+    no other trace in a CI log."""
+    report = yield
+    cluster = item.config.stash.get(CLUSTER_KEY, None)
+    if report.failed and call.when == "call" and cluster is not None and cluster.is_up:
+        report.sections.append(("OVN state after the failure", cluster.diagnostics()))
+    return report
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
