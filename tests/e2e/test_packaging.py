@@ -183,6 +183,12 @@ def test_managed_plugin(plugin_image: str, busybox_image: str, leftovers_removed
             docker("plugin", "inspect", "-f", "{{json .Settings.Env}}", ref).stdout
         )
         assert f"DRIVER_NAME={ref}" in settings
+        # Overlay networks over ssl: take the same settings as the image and the unit.
+        assert {"OVN_NB=", "OVN_NB_PRIVATE_KEY=", "OVN_NB_CERTIFICATE=", "OVN_NB_CA_CERT="} <= set(
+            settings
+        )
+        mounts = {m["Name"]: m for m in config["Mounts"]}
+        assert mounts["ovn-pki"]["Destination"] == "/etc/ovn-pki", mounts
         with pk.timed("managed: enable", TIMINGS):
             docker("plugin", "enable", "--timeout", "60", ref, timeout=90)
         with pk.timed("managed: smoke", TIMINGS):
