@@ -37,7 +37,7 @@ class Settings:
     ovn_nb_ca_cert: Path | None = None
     # How long Join waits for ovn-controller to claim a port (OVN's standby northd takes
     # 7-15 s to take over after a leader loss; no port is bound meanwhile).
-    ovn_join_timeout: float = 20.0
+    ovn_join_timeout: float = 30.0
     # How long a northbound write keeps retrying through a Raft leader election (~1-1.5 s).
     ovn_retry_window: float = 5.0
     # How long a host may be without heartbeat before another host frees its addresses.
