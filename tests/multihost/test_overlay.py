@@ -4,7 +4,6 @@ makes its own uniquely named network (its own subnet) and removes everything it 
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,16 +32,7 @@ from .overlay import (
 )
 from .support import DRIVER, SUITE, TIMINGS
 
-# Not yet in CI: in 1 of the last 3 runs of the suite, 7 tests failed at `docker run` on host 1
-# with "ovn-controller did not claim port ... within 20 s", cause not found yet. A suite that
-# fails one run in three is a failing suite; run it with OVS_MH_OVERLAY=1 until it is found.
-pytestmark = [
-    pytest.mark.multihost,
-    pytest.mark.skipif(
-        os.environ.get("OVS_MH_OVERLAY") != "1",
-        reason="overlay suite not yet reliable (1 failing run in 3); OVS_MH_OVERLAY=1 runs it",
-    ),
-]
+pytestmark = pytest.mark.multihost
 
 
 def inspect(cluster: Cluster, n: int, name: str) -> dict[str, object]:

@@ -3,7 +3,6 @@ goes on, and what was down serves again once it is back."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -16,16 +15,7 @@ from testbed.ovn import NB
 from .overlay import BackgroundPing, Member, overlay_network, tcp_send
 from .support import TIMINGS
 
-# Not yet in CI: in 1 of the last 3 runs of the suite, 7 tests failed at `docker run` on host 1
-# with "ovn-controller did not claim port ... within 20 s", cause not found yet. A suite that
-# fails one run in three is a failing suite; run it with OVS_MH_OVERLAY=1 until it is found.
-pytestmark = [
-    pytest.mark.multihost,
-    pytest.mark.skipif(
-        os.environ.get("OVS_MH_OVERLAY") != "1",
-        reason="overlay suite not yet reliable (1 failing run in 3); OVS_MH_OVERLAY=1 runs it",
-    ),
-]
+pytestmark = pytest.mark.multihost
 
 #: At most this many pings of a background run may be lost while a daemon is down.
 TOLERATED_LOSS = 2
