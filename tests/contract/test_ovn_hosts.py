@@ -180,4 +180,4 @@ def test_one_host_holds_the_lock_and_it_moves_when_the_leader_dies() -> None:
         finally:
             nb.close()
             for c in conns:
-                c.stop()
+                c.close()

@@ -209,7 +209,22 @@ class OvnHosts:
         return list(result) if result is not None else None
 
 
-def connect_lock(remotes: str, timeout: float, name: str = c.HOUSEKEEPING_LOCK) -> Any:
+class LockConnection:
+    """The connection that asks for the housekeeping lock (a small one of its own)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    @property
+    def idl(self) -> Any:
+        return self._conn.idl
+
+    def close(self) -> None:
+        # ovsdbapp's Connection has stop(), not close(): the link closes what it connected.
+        self._conn.stop(timeout=1.0)
+
+
+def connect_lock(remotes: str, timeout: float, name: str = c.HOUSEKEEPING_LOCK) -> LockConnection:
     """A connection that asks for the OVSDB lock `name` (SSL files as set by ovn_nb.connect);
     its IDL's has_lock says whether this process holds it."""
     try:
@@ -219,7 +234,7 @@ def connect_lock(remotes: str, timeout: float, name: str = c.HOUSEKEEPING_LOCK) 
         idl.set_lock(name)
         conn = connection.Connection(idl=idl, timeout=timeout)
         conn.start()
-        return conn
+        return LockConnection(conn)
     except Exception as e:
         raise BackendError(f"housekeeping lock: cannot reach {remotes}: {e}") from e
 
