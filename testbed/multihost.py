@@ -78,7 +78,8 @@ TOOLS = (
 )
 #: Containers' MTU on a Geneve overlay over a 1500-byte underlay (1442 measured largest).
 OVERLAY_MTU = 1400
-#: Daemons of a host in start order.
+#: Daemons of a host in start order. The plugin before dockerd, as the systemd unit orders
+#: them: a dockerd with networks of the plugin waits ~15 s at start for the plugin to answer.
 DAEMONS = (
     "ovsdb-server",
     "ovs-vswitchd",
@@ -86,8 +87,8 @@ DAEMONS = (
     "sb",
     "ovn-northd",
     "ovn-controller",
-    "dockerd",
     "plugin",
+    "dockerd",
 )
 
 
@@ -618,6 +619,8 @@ class Cluster:
         #: Seconds of each bring-up step.
         self.phases: dict[str, float] = {}
         self.down_seconds = 0.0
+        #: Each plugin's exit status when :meth:`down` stopped it with SIGTERM.
+        self.plugin_exits: dict[str, int | None] = {}
         #: What the sweep before bring-up found left by an earlier run.
         self.leftovers: list[str] = []
         self._lock: IO[bytes] | None = None
@@ -803,7 +806,7 @@ class Cluster:
                     h.host.docker("rm", "-f", *ids, check=False, timeout=60)
         for h in self.hosts:
             with contextlib.suppress(Exception):
-                h.plugin.stop(signal.SIGTERM)
+                self.plugin_exits[h.name] = h.plugin.stop(signal.SIGTERM)
         for group in (("dockerd",), ("ovn-controller", "ovn-northd", "nb", "sb"),
                       ("ovs-vswitchd", "ovsdb-server")):  # fmt: skip
             pids = [

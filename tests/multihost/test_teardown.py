@@ -16,4 +16,6 @@ def test_teardown_leaves_nothing(cluster: Cluster, local_before: LocalState) -> 
     cluster.down()
     TIMINGS["teardown (s)"] = cluster.down_seconds
     assert leftovers(LAYOUT) == []
+    # Each plugin stopped cleanly on SIGTERM (a traceback at shutdown is an exit status 1).
+    assert set(cluster.plugin_exits.values()) <= {0}, cluster.plugin_exits
     local_before.assert_unchanged()
