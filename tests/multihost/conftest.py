@@ -22,12 +22,18 @@ from testbed.image import busybox_path
 from testbed.multihost import Cluster, missing_tool
 from testbed.suite import ci_mode
 
-from .support import DRIVER, LAYOUT, TIMINGS, LocalState
+from .support import DRIVER, FENCE_PERIOD, LAYOUT, TIMINGS, LocalState
 
 CLUSTER_KEY = pytest.StashKey[Cluster]()
 #: Every host's plugin serves overlay networks on the cluster's NB (plain TCP: a lab).
 #: (``--datapath-type netdev`` the harness passes itself.)
-PLUGIN_ARGS = ("--ovn-nb", LAYOUT.nb_remote, "--ovn-nb-insecure-tcp")
+PLUGIN_ARGS = (
+    "--ovn-nb",
+    LAYOUT.nb_remote,
+    "--ovn-nb-insecure-tcp",
+    "--ovn-fence-period",
+    str(FENCE_PERIOD),
+)
 
 
 def missing_requirement() -> str | None:

@@ -23,6 +23,10 @@ SUITE = Suite(
 #: The logical switch the hand-wired ports share (10.98.0.0/24).
 SWITCH = f"{LAYOUT.prefix}-ls"
 
+#: Every plugin's --ovn-fence-period: short enough for a test to outwait, longer than any
+#: other test keeps a host's plugin down.
+FENCE_PERIOD = 20.0
+
 #: Shown after the run (bring-up, teardown, first replies).
 TIMINGS: dict[str, float | int] = {}
 

@@ -9,11 +9,12 @@ import time
 import pytest
 
 from docker_ovs_plugin import contract
+from testbed.commands import wait_until
 from testbed.multihost import Cluster
 from testbed.ovn import NB
 
 from .overlay import BackgroundPing, Member, overlay_network, tcp_send
-from .support import TIMINGS
+from .support import FENCE_PERIOD, TIMINGS
 
 pytestmark = pytest.mark.multihost
 
@@ -135,3 +136,77 @@ def test_vswitchd_restart_traffic_heals(cluster: Cluster) -> None:
         tcp_send(b, a, 7303)
         c = ov.run(2)
         c.first_reply(a.ip)
+
+
+def host_row(cluster: Cluster, system_id: str) -> dict[str, str]:
+    """external_ids of a host's heartbeat Port_Group (empty if it has none)."""
+    proc = cluster.nbctl("--if-exists", "get", "Port_Group", contract.host_row_name(system_id),
+                         "external_ids", check=False)  # fmt: skip
+    text = proc.stdout.strip()
+    if not text.startswith("{"):
+        return {}
+    pairs = (item.split("=", 1) for item in text.strip("{}").split(", ") if "=" in item)
+    return {k.strip('"'): v.strip('"') for k, v in pairs}
+
+
+def holder(cluster: Cluster, switch: str, address: str) -> str | None:
+    """The host holding ``address`` of ``switch`` in NB (None: nobody, it is free)."""
+    port = contract.reservation_name(switch, address)
+    proc = cluster.nbctl("--if-exists", "get", "Logical_Switch_Port", port,
+                         f'external_ids:"{contract.HOST_KEY}"', check=False)  # fmt: skip
+    return proc.stdout.strip().strip('"') or None
+
+
+def test_a_lost_host_loses_nothing_within_the_fence_period_and_its_addresses_after(
+    cluster: Cluster,
+) -> None:
+    """Host 3 lost (every daemon killed, its link down): within --ovn-fence-period nothing of
+    it is removed and hosts 1 and 2 talk on; back, it serves its network. Lost longer: the
+    elected host fences it (its addresses freed), host 2 takes one with --ip, and host 3
+    coming back brings nothing back."""
+    h3 = cluster.host(3)
+    with overlay_network(cluster, "10.96.0.0/24") as ov:
+        a, b, lost = ov.run(1), ov.run(2), ov.run(3)
+        a.first_reply(lost.ip)
+        ping = BackgroundPing(a, b.ip, count=int(FENCE_PERIOD * 5))
+        h3.lose()
+        try:
+            time.sleep(FENCE_PERIOD / 2)
+            assert holder(cluster, ov.switch, lost.ip) == "h3", "freed within the fence period"
+            assert contract.FENCED_AT_KEY not in host_row(cluster, "h3")
+        finally:
+            h3.come_back()
+        assert_ping_went_on(ping, "host 3 lost within the fence period: h1 -> h2")
+        wait_until(lambda: host_row(cluster, "h3").get(contract.HEARTBEAT_KEY) is not None,
+                   timeout=30, what="h3's heartbeat again")  # fmt: skip
+        again = ov.run(3)
+        again.first_reply(a.ip)
+
+        # Lost for longer than the fence period.
+        address = again.ip
+        started = time.monotonic()
+        h3.lose()
+        try:
+            wait_until(lambda: contract.FENCED_AT_KEY in host_row(cluster, "h3"),
+                       timeout=FENCE_PERIOD * 3, interval=0.5, what="h3 fenced")  # fmt: skip
+            TIMINGS["host lost: fenced after (s)"] = time.monotonic() - started
+            assert holder(cluster, ov.switch, address) is None, "h3's address not freed"
+            taken = ov.run(2, extra=("--ip", address))
+            assert taken.ip == address
+            a.first_reply(address)
+        finally:
+            h3.come_back()
+        wait_until(lambda: contract.FENCED_AT_KEY not in host_row(cluster, "h3"),
+                   timeout=60, interval=0.5, what="h3 to clear its fence mark")  # fmt: skip
+        TIMINGS["fenced host back: mark cleared after (s)"] = time.monotonic() - started
+        # Its dockerd cleans up the killed containers (ReleaseAddress of an address now
+        # host 2's): nothing of it comes back.
+        time.sleep(3)
+        assert holder(cluster, ov.switch, address) == "h2"
+        a.first_reply(address)
+        # Host 3's Docker still lists the network, which OVN no longer has for it: what the
+        # plugin's ERROR tells the user to do, here (a removal on that host only).
+        for m in [m for m in ov.members if m.n == 3]:
+            ov.remove(m)
+        h3.host.docker("network", "rm", ov.name)
+        assert holder(cluster, ov.switch, address) == "h2"
