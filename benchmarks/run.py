@@ -19,6 +19,7 @@ from benchmarks.common import REPO, ItemResult, log, machine_info
 from benchmarks.context import Context, Settings
 from benchmarks.datapath import remove_bare, run_datapath
 from benchmarks.lifecycle import run_lifecycle
+from benchmarks.multihost import run_multihost
 from benchmarks.plugin import BenchPlugin
 from benchmarks.primitives import run_primitives
 from benchmarks.profiling import run_profile
@@ -37,6 +38,7 @@ ITEMS: dict[str, Callable[[Context], ItemResult]] = {
     "memory": driver.run_memory,
     "restart": driver.run_restart,
     "recovery": run_recovery,
+    "multihost": run_multihost,  # a 3-host cluster in namespaces: none of the above is disturbed
 }
 
 
