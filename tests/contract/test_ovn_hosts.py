@@ -10,6 +10,7 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from docker_ovs_plugin import contract as c
 from docker_ovs_plugin.adapters import ovn_hosts, ovn_nb
 from docker_ovs_plugin.adapters.ovn_hosts import OvnHosts
 from docker_ovs_plugin.adapters.ovn_link import NorthboundLink
@@ -108,11 +109,20 @@ def test_a_fence_deletes_a_switch_only_the_fenced_host_used(world: World) -> Non
     nb2.gateway(POOL, "h2", None)
     nb2.set_host_network(POOL, "h2", '{"network_id":"n2"}')
     nb2.reserve(POOL, "h2", None)
+    nb2.join_router(POOL, "r1", "02:42:0a:5a:00:01")
     hosts2.beat("h2", "ovs")
     assert eventually(lambda: hosts1.host("h2") is not None and nb1.pool(POOL) is not None)
     seen = hosts1.host("h2").heartbeat  # type: ignore[union-attr]
     assert hosts1.fence("h2", seen, 200.0) is not None
     assert eventually(lambda: nb2.pools() == [])
+    # Its router went with it (it was the router's only switch), and the subnet is free again.
+    api = getattr(nb1, "_api", None)
+    if api is not None:  # the real database: no router, router port or token of ours left
+        assert eventually(lambda: not api.tables["Logical_Router"].rows)
+        assert not api.tables["Logical_Router_Port"].rows
+        assert [pg.name for pg in api.tables["Port_Group"].rows.values()
+                if pg.name.startswith(c.ROUTER_TOKEN_PREFIX)] == []  # fmt: skip
+    nb1.acquire_pool(SUBNET, "h1", "ovs")
 
 
 # -- the connection made in the background ----------------------------------------------------

@@ -32,6 +32,7 @@ from docker_ovs_plugin.adapters.ovn_nb import (
     _pool_of,
     _reservation_of,
     _tags,
+    delete_switch,
 )
 from docker_ovs_plugin.adapters.ovsdb import QuietIdl
 from docker_ovs_plugin.service.errors import BackendError
@@ -163,12 +164,7 @@ class _Fence(_Command):
         left = [p for p in switch.ports if p not in gone_ports]
         if users or any(p.external_ids.get(c.ROLE_KEY) != c.ROLE_GATEWAY for p in left):
             return
-        token = _by_name(self.api, PG, switch.external_ids.get(c.TOKEN_KEY, ""))
-        if token is not None and _ours(token):
-            token.delete()
-        for port in left:
-            port.delete()
-        switch.delete()
+        delete_switch(self.api, switch, frozenset(gone_ports))
 
 
 class OvnHosts:

@@ -300,15 +300,22 @@ class _DropUse(_Command):
             if key in switch.external_ids:
                 switch.delkey("external_ids", key)
             return
-        token = _by_name(self.api, PG, ids.get(c.TOKEN_KEY, ""))
-        if token is not None and _ours(token):
-            token.delete()
-        _drop_name_token(self.api, switch)
-        _leave_router(self.api, switch)
-        for port in switch.ports:  # the gateway reservation, ours by the check above
-            port.delete()
-        switch.delete()
+        delete_switch(self.api, switch)  # the gateway reservation is left, ours by the check
         self.result = True
+
+
+def delete_switch(api: Any, switch: Any, deleted: frozenset[Any] = frozenset()) -> None:
+    """Delete an unused switch: its token, its name token (unless taken over), its router
+    port (and the router with its last), its ports but those in `deleted` (gone already)."""
+    token = _by_name(api, PG, switch.external_ids.get(c.TOKEN_KEY, ""))
+    if token is not None and _ours(token):
+        token.delete()
+    _drop_name_token(api, switch)
+    _leave_router(api, switch)
+    for port in switch.ports:
+        if port not in deleted:
+            port.delete()
+    switch.delete()
 
 
 def _router(api: Any, name: str) -> Any | None:
