@@ -6,10 +6,11 @@
 #   scripts/bench.sh --only lifecycle,burst  # some items   (--help lists them and the flags)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# iperf3 for the data path item (run from the host inside each namespace); busybox-static, for
-# the image, is in setup.sh's list. ethtool is not needed: the suite turns TX checksum offload
-# off through pyroute2.
-"$repo/scripts/setup.sh" iperf3
+# iperf3 for the data path items (run from the host inside each namespace); nftables for their
+# context rows, which delete Docker's DNS nat table in a container's namespace (iptables-nft
+# cannot drop a table's base chains). busybox-static, for the image, is in setup.sh's list.
+# ethtool is not needed: the suite turns TX checksum offload off through pyroute2.
+"$repo/scripts/setup.sh" iperf3 nftables
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
