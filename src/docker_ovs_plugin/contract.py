@@ -261,7 +261,9 @@ NAME_TOKEN_KEY: Final = NS + "name-token"  # on the switch: its name token's Por
 # removes its Docker network; a TombstoneRecord as JSON.
 DELETED_KEY: Final = NS + "deleted"
 # Per host: it removed its Docker network while containers elsewhere used the cluster network,
-# so its sync does not create it there again (unix time).
+# so its sync does not create it there again. The value is the id of the Docker network it
+# removed: until dockerd has finished removing that one, it is still recorded, and is not a
+# rejoin (marks of the first releases hold a unix time instead).
 HOST_LEFT_PREFIX: Final = NS + "host-left:"
 # Port_Group names match [a-zA-Z_.][a-zA-Z_.0-9]*, Docker network names may hold '-': a hash.
 NAME_TOKEN_PREFIX: Final = "dopn_"  # noqa: S105 (not a secret)

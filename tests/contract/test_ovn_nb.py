@@ -423,16 +423,16 @@ def test_a_removal_is_a_tombstone_unless_other_hosts_use_it(world: NbWorld) -> N
     assert both_see(
         world, lambda nb: (x := nb.reservation(POOL, r.address)) is not None and x.endpoint_id == EP
     )
-    assert c1.remove_everywhere(POOL, "h1") == {"h2": 1}
-    assert both_see(world, lambda nb: _named(nb, "web")[0].left == {"h1"})
+    assert c1.remove_everywhere(POOL, "h1", "n1" * 32) == {"h2": 1}
+    assert both_see(world, lambda nb: _named(nb, "web")[0].left == {"h1": "n1" * 32})
     assert _named(world.h1, "web")[0].deleted is None
     c1.rejoin(POOL, "h1")
-    assert both_see(world, lambda nb: _named(nb, "web")[0].left == frozenset())
+    assert both_see(world, lambda nb: _named(nb, "web")[0].left == {})
     # No container anywhere: a tombstone naming every host's network id.
     world.h2.unbind(POOL, r.address, "h2", EP)
     world.h2.release(POOL, r.address, "h2")
     assert both_see(world, lambda nb: nb.reservation(POOL, r.address) is None)
-    assert c2.remove_everywhere(POOL, "h2") == {}
+    assert c2.remove_everywhere(POOL, "h2", "n2" * 32) == {}
     assert both_see(world, lambda nb: _named(nb, "web")[0].deleted is not None)
     deleted = _named(world.h1, "web")[0].deleted
     assert deleted is not None
@@ -485,7 +485,7 @@ def test_a_removed_networks_name_is_taken_over(real: RealWorld) -> None:
     po = a.acquire_pool(old, "h1", "ovs")
     a.set_host_network(po, "h1", _record("n1" * 32))
     assert a.publish(po, name="web", driver_options={}, ipam_options={}, host="h1") == po
-    assert a.remove_everywhere(po, "h1") == {}
+    assert a.remove_everywhere(po, "h1", "n1" * 32) == {}
     pn = b.acquire_pool(new, "h2", "ovs")
     assert eventually(lambda: (p := _named(b, "web")) != [] and p[0].deleted is not None)
     assert b.publish(pn, name="web", driver_options={}, ipam_options={}, host="h2") == pn

@@ -678,11 +678,11 @@ class FakeNorthbound:
                         publisher=ids.get(c.PUBLISHER_KEY, ""),
                         holds_name=token is not None and self.name_tokens.get(token) == name,
                         deleted=deleted,
-                        left=frozenset(
-                            k.removeprefix(c.HOST_LEFT_PREFIX)
-                            for k in ids
+                        left={
+                            k.removeprefix(c.HOST_LEFT_PREFIX): v
+                            for k, v in ids.items()
                             if k.startswith(c.HOST_LEFT_PREFIX)
-                        ),
+                        },
                     )
                 )
             return out
@@ -720,7 +720,7 @@ class FakeNorthbound:
         self._notify()
         return pool_id
 
-    def remove_everywhere(self, pool_id: str, host: str) -> dict[str, int]:
+    def remove_everywhere(self, pool_id: str, host: str, network_id: str) -> dict[str, int]:
         with self._lock:
             sw = self.switches.get(pool_id)
             if sw is None or c.DELETED_KEY in sw.external_ids:
@@ -731,7 +731,7 @@ class FakeNorthbound:
                 if ids.get(c.ENDPOINT_ID_KEY) and ids[c.HOST_KEY] != host:
                     used[ids[c.HOST_KEY]] = used.get(ids[c.HOST_KEY], 0) + 1
             if used:
-                sw.external_ids[c.host_left_key(host)] = f"{self.clock():.3f}"
+                sw.external_ids[c.host_left_key(host)] = network_id
             else:
                 r = c.TombstoneRecord
                 networks = {

@@ -649,9 +649,11 @@ def _cluster_network_of(api: Any, row: Any) -> ClusterNetwork | None:
         publisher=ids.get(c.PUBLISHER_KEY, ""),
         holds_name=token is not None and token.external_ids.get(c.POOL_SWITCH_KEY) == row.name,
         deleted=_tombstone(ids.get(c.DELETED_KEY)),
-        left=frozenset(
-            k.removeprefix(c.HOST_LEFT_PREFIX) for k in ids if k.startswith(c.HOST_LEFT_PREFIX)
-        ),
+        left={
+            k.removeprefix(c.HOST_LEFT_PREFIX): v
+            for k, v in ids.items()
+            if k.startswith(c.HOST_LEFT_PREFIX)
+        },
     )
 
 
@@ -736,9 +738,9 @@ class _Publish(_Command):
 
 
 class _RemoveEverywhere(_Command):
-    def __init__(self, api: Any, pool_id: str, host: str) -> None:
+    def __init__(self, api: Any, pool_id: str, host: str, network_id: str) -> None:
         super().__init__(api)
-        self.pool_id, self.host = pool_id, host
+        self.pool_id, self.host, self.network_id = pool_id, host, network_id
         self.result: dict[str, int] = {}
 
     def run_idl(self, txn: Any) -> None:
@@ -756,7 +758,7 @@ class _RemoveEverywhere(_Command):
         switch.verify("ports")
         switch.verify("external_ids")
         if used:
-            switch.setkey("external_ids", c.host_left_key(self.host), f"{time.time():.3f}")
+            switch.setkey("external_ids", c.host_left_key(self.host), self.network_id)
             self.result = dict(used)
             return
         networks = {
@@ -1102,11 +1104,11 @@ class OvnNorthbound:
         with self._replica() as api:
             return _by_name(api, PG, c.name_token(name)) is not None
 
-    def remove_everywhere(self, pool_id: str, host: str) -> dict[str, int]:
+    def remove_everywhere(self, pool_id: str, host: str, network_id: str) -> dict[str, int]:
         return dict(
             self._write(
                 f"removing network {pool_id} from every host",
-                lambda: _RemoveEverywhere(self._api, pool_id, host),
+                lambda: _RemoveEverywhere(self._api, pool_id, host, network_id),
             )
         )
 

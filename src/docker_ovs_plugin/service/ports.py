@@ -275,7 +275,8 @@ class ClusterNetwork:
     publisher: str  # system-id
     holds_name: bool  # its name token names this pool (the cluster's network of that name)
     deleted: Tombstone | None
-    left: frozenset[str]  # hosts that left it while containers elsewhere used it
+    # hosts that left it while containers elsewhere used it -> the Docker network id removed
+    left: Mapping[str, str]
 
 
 class Catalog(Protocol):
@@ -297,10 +298,11 @@ class Catalog(Protocol):
         holds the name afterwards (`pool_id` when this claim won or held already; a removed
         network's claim is taken over), None when the pool is gone."""
 
-    def remove_everywhere(self, pool_id: str, host: str) -> dict[str, int]:
-        """`host` removes its Docker network: mark the pool deleted unless containers of other
-        hosts use it; then record that `host` left it instead and return those hosts' container
-        (bound port) counts. One compare-and-swap."""
+    def remove_everywhere(self, pool_id: str, host: str, network_id: str) -> dict[str, int]:
+        """`host` removes its Docker network `network_id`: mark the pool deleted unless
+        containers of other hosts use it; then record that `host` left it (and which network
+        it removed) instead and return those hosts' container (bound port) counts. One
+        compare-and-swap."""
 
     def rejoin(self, pool_id: str, host: str) -> None:
         """`host` has a Docker network on the pool again: drop its "left" mark."""

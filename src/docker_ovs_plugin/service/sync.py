@@ -103,7 +103,7 @@ class NetworkSync:
                 return
             if recorded_network_id(net.pool.networks.get(host, "")) != network_id:
                 return  # not the network this host has on the cluster's switch
-            used = self._catalog.remove_everywhere(pool_id, host)
+            used = self._catalog.remove_everywhere(pool_id, host, network_id)
         except Exception as e:  # Docker removes it anyway: say so, change nothing else
             LOG.warning("network %s: could not record its removal in OVN: %s", network_id[:12], e)
             return
@@ -136,7 +136,9 @@ class NetworkSync:
                     self._follow_removal(net, nid, host)
                 elif net.name is None:
                     pending |= self._publish(net, nid, host)
-                elif host in net.left:
+                elif host in net.left and net.left[host] != nid:
+                    # A network created here since (not the removed one, which stays recorded
+                    # until dockerd has finished removing it).
                     self._catalog.rejoin(net.pool.pool_id, host)
                     LOG.info("network %s is on this host again", net.name)
             except Exception as e:
