@@ -16,7 +16,7 @@ from testbed.multihost import Cluster
 from .overlay import (
     PROPAGATION,
     REMOVAL,
-    Member,
+    Overlay,
     gone_everywhere,
     network_on,
     overlay_envs,
@@ -76,7 +76,6 @@ def test_two_hosts_creating_one_name_at_once_end_with_one_network(cluster: Clust
         results[n] = proc.returncode
         OURS.add(*proc.stdout.split())
 
-    members: list[Member] = []
     try:
         threads = [threading.Thread(target=create, args=(n,)) for n in subnets]
         for t in threads:
@@ -103,9 +102,8 @@ def test_two_hosts_creating_one_name_at_once_end_with_one_network(cluster: Clust
         # The loser's replacement is the cluster's network: its containers reach the others.
         got_subnet, gateway = network_ipam(cluster.host(1).host, name)
         net = Network(name=name, id="", bridge="", subnet=got_subnet, gateway=gateway)
-        for n in (1, 2, 3):
-            c = envs[n].run_container(net)
-            members.append(Member(n, envs[n], c))
+        ov = Overlay(cluster, net, 1, envs)
+        members = [ov.run(n) for n in (1, 2, 3)]
         for m in members[1:]:
             members[0].first_reply(m.ip)
     finally:
