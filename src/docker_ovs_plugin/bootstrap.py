@@ -94,7 +94,7 @@ def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
         name=settings.name,
         reaper=Reaper() if deferred_deletes else None,
     )
-    docker = DockerApi(settings.name, settings.docker_url) if settings.docker_url else None
+    docker = DockerApi(settings.docker_url) if settings.docker_url else None
     reconciler = Reconciler(
         driver, switch=switch, links=links, firewall=firewall, flows=flows, docker=docker
     )
@@ -133,7 +133,7 @@ def build_core(settings: Settings, *, deferred_deletes: bool = False) -> Core:
     if settings.docker_url:
         sync = NetworkSync(
             cast(Catalog, northbound),  # the connected adapter's methods, or "not connected"
-            DockerNetworksApi(settings.name, settings.docker_url),
+            DockerNetworksApi(settings.docker_url),
             integration,
             name=settings.name,
         )
@@ -290,7 +290,7 @@ def build_status(settings: Settings) -> StatusSources:
     return StatusSources(
         records=ovsdb.OvsdbSwitch(api, settings.ovsdb_timeout),
         ports=OvsdbPorts(api),
-        docker=DockerApi(settings.name, settings.docker_url) if settings.docker_url else None,
+        docker=DockerApi(settings.docker_url) if settings.docker_url else None,
         ovsdb_api=api,
     )
 

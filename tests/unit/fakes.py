@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface, ip_network
 from typing import Protocol
@@ -312,10 +312,14 @@ class FakeDocker:
     networks: dict[str, set[str]] = field(default_factory=dict)
     down: bool = False
 
-    def endpoints_by_network(self) -> dict[str, set[str]]:
+    asked: list[list[str]] = field(default_factory=list)
+
+    def endpoints_of(self, network_ids: Iterable[str]) -> dict[str, set[str]]:
         if self.down:
             raise ConnectionError("docker.sock: connection refused")
-        return {k: set(v) for k, v in self.networks.items()}
+        ids = list(network_ids)
+        self.asked.append(ids)
+        return {k: set(self.networks[k]) for k in ids if k in self.networks}
 
 
 # -- OVN ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ findings, and doctor's checks of this host's part of OVN."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from ipaddress import IPv4Address
 
 import pytest
@@ -100,10 +101,14 @@ class Docker:
         self.view: dict[str, DockerNetworkView] = {}
         self.down = False
 
-    def network_view(self) -> dict[str, DockerNetworkView]:
+    def network_view(
+        self, network_ids: Iterable[str], subnets: Iterable[str]
+    ) -> dict[str, DockerNetworkView]:
+        """Like Docker: asked by id, plus any network on one of the subnets."""
         if self.down:
             raise ConnectionError("docker.sock: connection refused")
-        return dict(self.view)
+        ids, wanted = set(network_ids), set(subnets)
+        return {k: v for k, v in self.view.items() if k in ids or v.subnets & wanted}
 
 
 class Wall:
@@ -204,6 +209,22 @@ def test_a_fresh_reservation_and_one_docker_holds_are_not_collected(wall: Wall) 
     assert d.findings() == []
     docker.view = {net: view(set(), set())}
     assert [f.key for f in d.findings()] == [f"reservation:{pool}-{fresh.split('/')[0]}"]
+
+
+def test_an_address_a_network_on_our_subnet_holds_is_not_collected(wall: Wall) -> None:
+    # A Docker network this host has no record of (whatever Docker calls its driver) that is on
+    # one of our pools' subnets may hold its addresses: they stay reserved.
+    nb = FakeNorthbound(clock=wall)
+    h = Host(nb, "h1")
+    net, pool = h.create_network()
+    held = h.ipam.request_address(pool, "", {}).split("/")[0]
+    docker = Docker()
+    docker.view = {net: view(set(), set()), "f" * 64: view(set(), {held})}
+    d, _ = drift(h, docker, wall)
+    wall.now += 3600
+    assert d.findings() == []
+    docker.view = {net: view(set(), set()), "f" * 64: view(set(), {held}, "10.91.0.0/16")}
+    assert [f.key for f in d.findings()] == [f"reservation:{pool}-{held}"]
 
 
 def test_a_network_removed_while_down_drops_this_hosts_keys_and_the_unused_switch(

@@ -33,16 +33,10 @@ def _local(info: Mapping[str, Any]) -> LocalNetwork:
 
 class DockerNetworksApi(DockerApi):
     def network(self, network_id: str) -> LocalNetwork | None:
-        import docker.errors  # noqa: PLC0415 (off the start path, as in DockerApi)
-
         client = self._client()
         try:
-            try:
-                info = client.inspect_network(network_id)
-            except docker.errors.NotFound:
-                return None
-            # Inspect also matches names and id prefixes: only the exact id is this network.
-            return _local(info) if info.get("Id") == network_id else None
+            info = self._inspect(client, network_id)
+            return None if info is None else _local(info)
         finally:
             client.close()
 

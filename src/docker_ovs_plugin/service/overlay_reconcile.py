@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from ipaddress import IPv4Address
@@ -50,8 +50,12 @@ class DockerNetworkView:
 
 
 class DockerOverlayView(Protocol):
-    def network_view(self) -> dict[str, DockerNetworkView]:
-        """Every network of this driver, by id. Raises when Docker fails."""
+    def network_view(
+        self, network_ids: Iterable[str], subnets: Iterable[str]
+    ) -> dict[str, DockerNetworkView]:
+        """Each of `network_ids` Docker still has (asked by its own id; left out only when
+        Docker has no such network), and every other network on one of `subnets` whatever its
+        driver is called. Raises when Docker fails."""
 
 
 class OverlayDrift:
@@ -93,8 +97,10 @@ class OverlayDrift:
     def _docker_view(self) -> dict[str, DockerNetworkView] | None:
         if self._docker is None:
             return None
+        ids = [n.network_id for n in self._overlay.networks()]
+        subnets = [str(p.subnet) for p in self._nb.pools()]
         try:
-            return self._docker.network_view()
+            return self._docker.network_view(ids, subnets)
         except Exception as e:  # Docker down or restarting: judge nothing against it
             LOG.warning("cannot ask Docker for its networks (%s); skipping overlay checks", e)
             return None

@@ -3,7 +3,7 @@ implement these; tests use fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Protocol
@@ -157,8 +157,9 @@ class Firewall(Protocol):
 class DockerView(Protocol):
     """What Docker itself knows; asked only from the background, never inside a request."""
 
-    def endpoints_by_network(self) -> dict[str, set[str]]:
-        """Endpoint ids of every network of this driver, by network id. Raises on failure."""
+    def endpoints_of(self, network_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Endpoint ids of each of these networks, asked by its own id; a network Docker says
+        it has no such network of is left out (and only then). Raises on any other failure."""
 
 
 # -- multi-host overlay networks (OVN) ------------------------------------------------------

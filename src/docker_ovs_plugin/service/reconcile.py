@@ -82,12 +82,14 @@ class Reconciler:
     def _stale_against_docker(self) -> list[Finding]:
         if self._docker is None:
             return []
+        driver = self._driver
         try:
-            docker = self._docker.endpoints_by_network()
+            # By each network's own id: whatever name Docker shows as their driver (an alias,
+            # NAME:TAG), a network it still has is never taken for gone.
+            docker = self._docker.endpoints_of([n.network_id for n in driver.networks()])
         except Exception as e:  # Docker down or restarting: judge nothing against it
             LOG.warning("cannot ask Docker for its networks (%s); skipping that check", e)
             return []
-        driver = self._driver
         out = []
         for net in driver.networks():
             if net.network_id not in docker:
