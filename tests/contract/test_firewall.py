@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -151,3 +152,54 @@ def test_rules_of_an_unknown_network_are_removed_by_tag(world: FirewallWorld) ->
     assert not fw.has_network(net)
     assert not world.published(net, endpoint(WEB))
     assert fw.tagged_networks() == set()
+
+
+# -- the host's own firewall (real iptables only) --------------------------------------------
+
+
+def _iptables(*args: str) -> str:
+    argv = ["iptables", "-w", "5", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def _forward_jumps(ns: PrivateNetns) -> list[str]:
+    lines = ns.run(lambda: _iptables("-S", "FORWARD")).splitlines()
+    return [line for line in lines if line.startswith("-A FORWARD -j ")]
+
+
+def test_our_forward_jump_stays_below_docker_user(netns: PrivateNetns) -> None:
+    # An administrator's DOCKER-USER rules must see ovs networks' traffic before we accept it.
+    def docker_layout() -> None:
+        _iptables("-N", "DOCKER-USER")
+        _iptables("-N", "DOCKER-ISOLATION-STAGE-1")
+        _iptables("-A", "FORWARD", "-j", "DOCKER-USER")
+        _iptables("-A", "FORWARD", "-j", "DOCKER-ISOLATION-STAGE-1")
+
+    netns.run(docker_layout)
+    fw = InNetns(netns)
+    fw.add_network(network())
+    assert _forward_jumps(netns) == [
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -j OVS-PLUGIN-FORWARD",
+        "-A FORWARD -j DOCKER-ISOLATION-STAGE-1",
+    ]
+    # A jump above DOCKER-USER (an earlier version put it first) is moved below it.
+    netns.run(lambda: _iptables("-D", "FORWARD", "-j", "OVS-PLUGIN-FORWARD"))
+    netns.run(lambda: _iptables("-I", "FORWARD", "1", "-j", "OVS-PLUGIN-FORWARD"))
+    fw.add_network(network(NET2))
+    assert _forward_jumps(netns)[:2] == [
+        "-A FORWARD -j DOCKER-USER",
+        "-A FORWARD -j OVS-PLUGIN-FORWARD",
+    ]
+    assert len(_forward_jumps(netns)) == 3
+
+
+def test_forwarding_turned_on_leaves_no_open_router(netns: PrivateNetns) -> None:
+    # A host that forwards nothing, its FORWARD policy ACCEPT: one where Docker did not set
+    # the policy to DROP (a new namespace copies the host's ip_forward, hence the write).
+    forwarding = Path("/proc/sys/net/ipv4/ip_forward")
+    netns.run(lambda: forwarding.write_text("0\n"))
+    assert "-P FORWARD ACCEPT" in netns.run(lambda: _iptables("-S", "FORWARD"))
+    InNetns(netns).add_network(network())
+    assert netns.run(forwarding.read_text).strip() == "1"
+    assert "-P FORWARD DROP" in netns.run(lambda: _iptables("-S", "FORWARD"))

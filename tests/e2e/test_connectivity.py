@@ -16,6 +16,7 @@ from .support import (
     ovs_external_ids,
     ovs_port_to_bridge,
     ovs_ports,
+    run,
 )
 
 pytestmark = pytest.mark.e2e
@@ -125,6 +126,38 @@ def test_networks_are_isolated(
     # Containers on different plugin networks cannot reach each other.
     dk.assert_no_ping(a, b.ip)
     dk.assert_no_ping(b, a.ip)
+
+    dk.remove_all()
+    assert_snapshot_restored(snapshot_before)
+
+
+def _forward_jumps() -> list[str]:
+    lines = run(["iptables", "-w", "5", "-S", "FORWARD"]).stdout.splitlines()
+    return [line for line in lines if line.startswith("-A FORWARD -j ")]
+
+
+def test_docker_user_rules_apply_to_ovs_networks(
+    dk: DockerEnv, outside_host: OutsideHost, snapshot_before: HostSnapshot
+) -> None:
+    """An administrator's DROP in DOCKER-USER stops ovs networks' traffic as it stops Docker's,
+    also after our jump was lost (a firewall reload) and the reconciler put it back."""
+    net = dk.create_network(subnet="10.231.6.0/24", gateway="10.231.6.1")
+    c = dk.run_container(net)
+    dk.assert_ping(c, outside_host.ip)
+    drop = ["-s", net.subnet, "-d", outside_host.ip, "-j", "DROP"]
+    drop += ["-m", "comment", "--comment", "ovse2e-docker-user"]
+    run(["iptables", "-w", "5", "-I", "DOCKER-USER", "1", *drop])
+    ours = "-A FORWARD -j OVS-PLUGIN-FORWARD"
+    try:
+        dk.assert_no_ping(c, outside_host.ip)
+        run(["iptables", "-w", "5", "-D", "FORWARD", "-j", "OVS-PLUGIN-FORWARD"])
+        wait_until(lambda: ours in _forward_jumps(), timeout=30, what="the jump to come back")
+        jumps = _forward_jumps()
+        assert jumps.index("-A FORWARD -j DOCKER-USER") < jumps.index(ours), jumps
+        dk.assert_no_ping(c, outside_host.ip)
+    finally:
+        run(["iptables", "-w", "5", "-D", "DOCKER-USER", *drop], check=False)
+    dk.assert_ping(c, outside_host.ip)  # the control: it was the administrator's rule
 
     dk.remove_all()
     assert_snapshot_restored(snapshot_before)

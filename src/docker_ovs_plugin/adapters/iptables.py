@@ -44,6 +44,8 @@ from docker_ovs_plugin.service.model import Endpoint, Mode, Network
 LOG = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.0/8"
+DOCKER_USER_JUMP = "-A FORWARD -j DOCKER-USER"  # as iptables -S prints Docker's jump
+_OUR_JUMP = f"-A FORWARD -j {CHAIN_FORWARD}"
 
 _FILTER_CHAINS = (CHAIN_ISOLATION_1, CHAIN_ISOLATION_2, CHAIN_FORWARD)
 _FORWARDING = {
@@ -191,6 +193,29 @@ class IptablesFirewall:
                 self._run(family, table, "-D", chain, *replaces)
             self._run(family, table, "-I", chain, "1", *rule)
 
+    def _forward_rules(self, family: int) -> list[str]:
+        listing = self._run(family, "filter", "-S", "FORWARD").stdout.splitlines()
+        return [line.strip() for line in listing if line.startswith("-A FORWARD ")]
+
+    def _forward_jump_in_place(self, family: int) -> bool:
+        current = self._forward_rules(family)
+        user = current.index(DOCKER_USER_JUMP) if DOCKER_USER_JUMP in current else -1
+        return _OUR_JUMP in current and current.index(_OUR_JUMP) > user
+
+    def _ensure_forward_jump(self, family: int) -> None:
+        """FORWARD -j OVS-PLUGIN-FORWARD right below Docker's jump to DOCKER-USER, so that an
+        administrator's rules there apply to ovs networks as to Docker's own (Docker moves its
+        jump back to the top whenever it arranges FORWARD; here we only never go above it)."""
+        if self._forward_jump_in_place(family):
+            return
+        if _OUR_JUMP in self._forward_rules(family):
+            # Above DOCKER-USER (an earlier version inserted at the top): move it below.
+            self._run(family, "filter", "-D", "FORWARD", "-j", CHAIN_FORWARD)
+        current = self._forward_rules(family)
+        user = current.index(DOCKER_USER_JUMP) if DOCKER_USER_JUMP in current else -1
+        # Rule numbers start at 1: insert after DOCKER-USER's rule, or first when it is absent.
+        self._run(family, "filter", "-I", "FORWARD", str(user + 2), "-j", CHAIN_FORWARD)
+
     def setup(self, family: int = 4) -> None:
         """The shared chains and the jumps into them; rules of networks are added later."""
         for chain in _FILTER_CHAINS:
@@ -200,7 +225,7 @@ class IptablesFirewall:
         # isolation, and only the forward rule of that very port accepts it.
         dnated = ("-m", "conntrack", "--ctstate", "DNAT")
         self._ensure_jump(family, "filter", CHAIN_ISOLATION_1, *dnated, "-j", "RETURN")
-        self._ensure_jump(family, "filter", "FORWARD", "-j", CHAIN_FORWARD)
+        self._ensure_forward_jump(family)
         if family == 4:
             for chain in (CHAIN_POSTROUTING, CHAIN_DNAT):
                 self._ensure_chain(family, "nat", chain)
@@ -232,8 +257,15 @@ class IptablesFirewall:
         for family in self._families(network):
             self.setup(family)  # cheap checks; survives someone flushing the tables meanwhile
             self._ensure_rules(family, network_rules(network, family))
-            if network.ipv4 if family == 4 else network.ipv6:
-                _enable_forwarding(family)
+            if (network.ipv4 if family == 4 else network.ipv6) and _enable_forwarding(family):
+                # As Docker does when it turns forwarding on: the host must not become a
+                # router for every other interface (whose FORWARD policy was ACCEPT).
+                self._run(family, "filter", "-P", "FORWARD", "DROP")
+                LOG.warning(
+                    "enabled IPv%d forwarding and set the FORWARD policy to DROP (as Docker "
+                    "does): traffic the host forwarded between other interfaces needs rules",
+                    family,
+                )
 
     def remove_network(self, network: Network) -> None:
         for family in (4, 6):
@@ -248,10 +280,15 @@ class IptablesFirewall:
             self._ensure_rules(4, wanted)
 
     def has_network(self, network: Network) -> bool:
+        # The jump into our chains too: a firewall reload or `iptables -F FORWARD` takes it
+        # away while the network's rules stay.
         return all(
-            self._exists(family, table, chain, rule)
+            self._forward_jump_in_place(family)
+            and all(
+                self._exists(family, table, chain, rule)
+                for table, chain, rule in network_rules(network, family)
+            )
             for family in self._families(network)
-            for table, chain, rule in network_rules(network, family)
         )
 
     def tagged_networks(self) -> set[str]:
@@ -294,11 +331,13 @@ class IptablesFirewall:
                 self._run(family, table, "-D", *words[1:])
 
 
-def _enable_forwarding(family: int) -> None:
+def _enable_forwarding(family: int) -> bool:
+    """Turn forwarding on; whether it was off."""
     path = _FORWARDING[family]
     try:
-        if path.read_text().strip() != "1":
-            path.write_text("1\n")
-            LOG.info("enabled IPv%d forwarding", family)
+        if path.read_text().strip() == "1":
+            return False
+        path.write_text("1\n")
+        return True
     except OSError as e:
         raise BackendError(f"cannot enable IPv{family} forwarding: {e}") from e
