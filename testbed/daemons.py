@@ -75,13 +75,23 @@ class OpenVSwitch:
         wait_until(self.vswitchd_answers, timeout=60, what="the host's ovs-vswitchd")
 
 
-def managed_containerd() -> list[int]:
-    """The containerd processes a dockerd started itself."""
+DEFAULT_EXEC_ROOT = "/var/run/docker"
+
+
+def managed_containerd(exec_root: str = DEFAULT_EXEC_ROOT) -> list[int]:
+    """The containerd processes a dockerd of that exec root started itself."""
+    config = f"{exec_root}/containerd/".encode()
     return [
         pid
         for pid, cmdline in each_process("cmdline")
-        if cmdline.startswith(b"containerd\0") and b"/var/run/docker/containerd" in cmdline
+        if cmdline.startswith(b"containerd\0") and config in cmdline
     ]
+
+
+def default_pidfile() -> Path:
+    """The dockerd the suites drive: $OVS_E2E_DOCKERD_PIDFILE (testbed.docker_release sets it
+    for a release run in place of the host's), else the host's."""
+    return Path(os.environ.get("OVS_E2E_DOCKERD_PIDFILE") or "/var/run/docker.pid")
 
 
 class Dockerd:
@@ -94,15 +104,19 @@ class Dockerd:
         self,
         host: Host = LOCAL,
         log: Path = Path("/var/log/dockerd-e2e.log"),
-        pidfile: Path = Path("/var/run/docker.pid"),
+        pidfile: Path | None = None,
     ) -> None:
         self.host = host
         self.systemd = systemd_host()
         # By its pid file, not by name: other dockerds (the multi-host suite's, one per
         # namespace host) may run beside the host's own.
-        self.pidfile = pidfile
+        self.pidfile = pidfile or default_pidfile()
         self.argv = self.cmdline()
         self.log = log
+        self.exec_root = DEFAULT_EXEC_ROOT
+        for a in (a.decode() for a in self.argv):
+            if a.startswith("--exec-root="):
+                self.exec_root = a.split("=", 1)[1]
 
     def _live_pid(self) -> int | None:
         try:
@@ -133,7 +147,9 @@ class Dockerd:
             # dockerd's own containerd holds its database lock a moment longer; a new dockerd
             # started before it is gone times out waiting for containerd and exits.
             wait_until(
-                lambda: not managed_containerd(), timeout=60, what="dockerd's containerd to stop"
+                lambda: not managed_containerd(self.exec_root),
+                timeout=60,
+                what="dockerd's containerd to stop",
             )
 
     def start(self, *extra: str) -> None:

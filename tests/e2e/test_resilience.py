@@ -709,9 +709,13 @@ def test_dockerd_restart_with_live_restore_keeps_containers_and_connectivity(
         dk.cleanup()
         dockerd.stop()
         # Live restore leaves dockerd's containerd running; the next daemon starts its own.
-        for pid in managed_containerd():
+        for pid in managed_containerd(dockerd.exec_root):
             os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not managed_containerd(), timeout=60, what="containerd to stop")
+        wait_until(
+            lambda: not managed_containerd(dockerd.exec_root),
+            timeout=60,
+            what="containerd to stop",
+        )
         dockerd.start()
     assert_doctor_clean()
     assert_snapshot_restored(snapshot_before, timeout=COLLECT_TIMEOUT)
