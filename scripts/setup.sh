@@ -16,6 +16,9 @@ packages=(openvswitch-switch python3-openvswitch docker.io busybox-static iptabl
 # The multi-host harness (testbed/multihost.py) runs OVN's daemons itself, in namespaces; the
 # packages' own services must never start on the host.
 ovn_packages=(ovn-central ovn-host)
+# docker-registry: a registry on loopback for the managed plugin's push/install test; its
+# service must not start either (the test runs its own, on a port of its own).
+quiet_packages=(docker-registry)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -24,13 +27,56 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+# Never replace what the user runs. Debian's docker.io conflicts with Docker CE (installing it
+# would remove docker-ce and containerd.io), and Debian's openvswitch-switch would start a
+# second ovsdb-server over an Open vSwitch built from source or run in a container.
+foreign_docker() {
+    local p
+    installed docker.io && return 1
+    for p in docker-ce docker-ce-cli moby-engine containerd.io; do
+        installed "$p" && { echo "package $p is installed"; return 0; }
+    done
+    [ -S /var/run/docker.sock ] && { echo "a Docker socket is at /var/run/docker.sock"; return 0; }
+    command -v dockerd >/dev/null && { echo "dockerd is at $(command -v dockerd)"; return 0; }
+    return 1
+}
+foreign_ovs() {
+    installed openvswitch-switch && return 1
+    [ -S /var/run/openvswitch/db.sock ] \
+        && { echo "an OVSDB socket is at /var/run/openvswitch/db.sock"; return 0; }
+    command -v ovs-vswitchd >/dev/null \
+        && { echo "ovs-vswitchd is at $(command -v ovs-vswitchd)"; return 0; }
+    return 1
+}
+without() {  # the packages array without $1
+    local p keep=()
+    for p in "${packages[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    packages=("${keep[@]}")
+}
+if why=$(foreign_docker); then
+    log "using the Docker already on this host ($why): not installing docker.io"
+    without docker.io
+fi
+foreign_ovs_why=
+if why=$(foreign_ovs); then
+    foreign_ovs_why=$why
+    log "using the Open vSwitch already on this host ($why): not installing openvswitch-switch" \
+        "nor OVN's packages (they need it; the multi-host tests cannot run here)"
+    without openvswitch-switch
+    ovn_packages=()
+    # Its tools (ovs-vsctl, ovs-ofctl) without daemons, when it brought none (in a container).
+    command -v ovs-ofctl >/dev/null || packages+=(openvswitch-common)
+fi
+
 missing=()
 for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    installed "$p" || missing+=("$p")
 done
 missing_ovn=()
-for p in "${ovn_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_ovn+=("$p")
+for p in "${ovn_packages[@]}" "${quiet_packages[@]}"; do
+    installed "$p" || missing_ovn+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ] || [ "${#missing_ovn[@]}" -gt 0 ]; then
     apt-get update -qq
@@ -77,6 +123,10 @@ systemd_running() { [ -d /run/systemd/system ]; }
 # falls back to the userspace datapath's needs when the kernel has no openvswitch module.
 if ! ovs-vsctl --timeout=3 show >/dev/null 2>&1 \
     || ! ovs-appctl -t ovs-vswitchd version >/dev/null 2>&1; then
+    if [ -n "${foreign_ovs_why:-}" ]; then
+        log "the Open vSwitch of this host ($foreign_ovs_why) does not answer: start it first"
+        exit 1
+    fi
     log "starting Open vSwitch"
     if systemd_running; then
         systemctl start openvswitch-switch
