@@ -1,10 +1,11 @@
 """scripts/setup.sh never harms the Docker or Open vSwitch a host already has.
 
 Each case is a fresh Debian 12 (the packaging tests' base image, from Debian's packages,
-without its Open vSwitch) in a container, with setup.sh of this checkout and an apt-get that only records what it is asked
-to install (and then fails, which ends setup.sh there): Docker CE installed, a dockerd that
-came from no package answering on /var/run/docker.sock (the host's, bind-mounted), an Open
-vSwitch run elsewhere (the host's OVSDB socket), and, as the control, a host with neither.
+without its Open vSwitch) in a container, with setup.sh of this checkout and an apt-get that
+only records what it is asked to install (and then fails, which ends setup.sh there): Docker
+CE installed, a dockerd that came from no package answering on /var/run/docker.sock (the
+host's, bind-mounted), an Open vSwitch run elsewhere (the host's OVSDB socket), and, as the
+control, a host with neither.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ exit 100
 """
 
 # The base image carries Open vSwitch (for the bundled one): a fresh host has none.
-NO_OVS = """printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+NO_OVS = """printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
 dpkg --purge --force-depends openvswitch-switch openvswitch-common >/dev/null 2>&1
 rm /usr/sbin/policy-rc.d
 """
