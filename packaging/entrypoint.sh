@@ -2,6 +2,11 @@
 # Entrypoint of the plugin image: as a plain container, a compose service and a managed plugin.
 #  1. Make iptables the backend (nf_tables or legacy) that holds the host's rules, so the
 #     plugin's rules land beside Docker's (IPTABLES_BACKEND=auto|nft|legacy).
+#  1b. Share the host's xtables lock, so that iptables-legacy writes of the plugin and of
+#     dockerd never interleave: with the host's /run mounted at /run/host, iptables locks
+#     /run/host/xtables.lock, which is the host's /run/xtables.lock (the nft backend takes no
+#     lock). The file may not exist yet (nothing ran iptables-legacy since boot): iptables
+#     creates it there, so the plugin needs the directory, not the file.
 #  2. Make /proc/sys writable (Docker mounts it read-only; with the host's network namespace
 #     the plugin writes the host's per-port sysctls). Needs CAP_SYS_ADMIN.
 #  3. With no arguments (or only options), serve with settings from the environment:
@@ -32,6 +37,13 @@ for tool in iptables ip6tables; do
             echo "warning: cannot switch $tool to $backend" >&2
     fi
 done
+
+if [ -d /run/host ]; then
+    export XTABLES_LOCKFILE=/run/host/xtables.lock
+else
+    echo "warning: the host's /run is not mounted at /run/host: iptables cannot take the" \
+        "host's xtables lock (needed with the legacy backend)" >&2
+fi
 
 if [ ! -w /proc/sys/net/ipv4/ip_forward ]; then
     mount -o remount,rw,bind /proc/sys ||

@@ -222,6 +222,7 @@ def build(settings: Settings) -> App:
                     networks=lambda: len(core.driver.networks()),
                     endpoints=lambda: len(core.driver.endpoints()),
                     reconcile_actions=lambda: core.reconciler.actions,
+                    reconcile_passes=lambda: core.reconciler.passes,
                 )
             )
             metrics_server = MetricsServer(metrics, settings.metrics_address)

@@ -22,6 +22,7 @@ from typing import Any
 from testbed import Container, DockerEnv, Network, PluginProcess, Suite, wait_until
 from testbed.docker import remove_containers
 from testbed.http import answers_activate
+from testbed.procs import each_process
 
 from .support import HOST, SUITE, docker, ovs_vsctl, run
 
@@ -31,6 +32,8 @@ PACKAGING = REPO / "packaging"
 #: Driver names of the packaging tests (distinct from ovse2e/ovsbench), one per install way.
 CONTAINER_DRIVER = "ovspkg"
 MANAGED_PLUGIN = "ovspkg-managed:e2e"
+#: The managed plugin pushed to a local registry and installed from it under this alias.
+ALIAS_PLUGIN = "ovspkg-alias"
 COMPOSE_DRIVER = "ovspkgc"
 BUNDLED_DRIVER = "ovspkgb"
 SYSTEMD_DRIVER = "ovspkgs"
@@ -85,6 +88,26 @@ def script(
         )
     lines = proc.stdout.strip().splitlines()
     return lines[-1] if lines else ""
+
+
+def serving_pid(driver: str) -> int:
+    """The plugin process that serves `driver` (a containerised or managed plugin)."""
+    wanted = ["serve", "--name", driver]
+    for pid, cmd in each_process("cmdline"):
+        args = [a.decode(errors="replace") for a in cmd.rstrip(b"\0").split(b"\0")]
+        if any(args[i : i + 3] == wanted for i in range(len(args))):
+            return pid
+    raise AssertionError(f"no process serves {driver}")
+
+
+def assert_shares_host_xtables_lock(pid: int) -> None:
+    """Its iptables locks the host's /run/xtables.lock: the host's /run at /run/host, and
+    XTABLES_LOCKFILE pointing into it (the file itself may not exist on an nft host)."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert b"XTABLES_LOCKFILE=/run/host/xtables.lock" in environ, environ
+    inside = os.stat(f"/proc/{pid}/root/run/host")
+    host = os.stat("/run")
+    assert (inside.st_dev, inside.st_ino) == (host.st_dev, host.st_ino), "not the host's /run"
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ import pytest
 
 from testbed import wait_until
 from testbed.http import answers_activate
+from testbed.registry import local_registry
 from testbed.suite import ci_mode
 
 from . import packaging_support as pk
@@ -85,7 +86,9 @@ def leftovers_removed(e2e_requirements: None) -> None:
         ids = pk.compose_containers(project)
         if ids:
             docker("rm", "-f", *ids, check=False, timeout=120)
-    docker("plugin", "rm", "-f", pk.MANAGED_PLUGIN, check=False)
+    for plugin in (pk.MANAGED_PLUGIN, pk.ALIAS_PLUGIN):
+        pk.remove_networks(plugin)
+        docker("plugin", "rm", "-f", plugin, check=False)
 
 
 def test_image_needs_no_registry(plugin_image: str) -> None:
@@ -113,6 +116,7 @@ def test_container_image(plugin_image: str, busybox_image: str, leftovers_remove
                 "-v", f"{PLUGIN_DIR}:{PLUGIN_DIR}",
                 "-v", "/var/run/openvswitch:/var/run/openvswitch",
                 "-v", "/var/run/docker.sock:/var/run/docker.sock",
+                "-v", "/run:/run/host",
                 plugin_image,
                 "serve", "--name", driver, "--log-format", "json",
                 "--metrics-address", f"127.0.0.1:{metrics_port}",
@@ -121,6 +125,7 @@ def test_container_image(plugin_image: str, busybox_image: str, leftovers_remove
         with pk.timed("container: smoke", TIMINGS):
             net, a, b = pk.smoke(env, "10.211.1.0/24", "10.211.1.1")
         assert pk.network_driver(net.name) == driver
+        pk.assert_shares_host_xtables_lock(pk.serving_pid(driver))
 
         def status_json() -> dict[str, object]:
             out = docker("exec", pk.PLUGIN_CONTAINER, "docker-ovs-plugin", "status",
@@ -189,6 +194,7 @@ def test_managed_plugin(plugin_image: str, busybox_image: str, leftovers_removed
         )
         mounts = {m["Name"]: m for m in config["Mounts"]}
         assert mounts["ovn-pki"]["Destination"] == "/etc/ovn-pki", mounts
+        assert mounts["host-run"]["Source"] == "/run", mounts
         with pk.timed("managed: enable", TIMINGS):
             docker("plugin", "enable", "--timeout", "60", ref, timeout=90)
         with pk.timed("managed: smoke", TIMINGS):
@@ -196,6 +202,7 @@ def test_managed_plugin(plugin_image: str, busybox_image: str, leftovers_removed
         # The plugin records its networks under DRIVER_NAME; Docker's name for the driver must
         # be the same, or the reconciler would take its networks for someone else's.
         assert pk.network_driver(net.name) == ref
+        pk.assert_shares_host_xtables_lock(pk.serving_pid(ref))
 
         def status_json() -> dict[str, object]:
             out = run([sys.executable, "-m", "docker_ovs_plugin", "status", "--name", ref,
@@ -215,6 +222,58 @@ def test_managed_plugin(plugin_image: str, busybox_image: str, leftovers_removed
         env.cleanup()
         docker("plugin", "disable", "-f", ref, check=False, timeout=60)
         docker("plugin", "rm", "-f", ref, check=False, timeout=60)
+
+
+def test_managed_plugin_from_a_registry_under_an_alias(
+    plugin_image: str, busybox_image: str, leftovers_removed: None, tmp_path: Path
+) -> None:
+    """As users install it: `docker plugin push` to a registry, then `docker plugin install
+    --alias`. DRIVER_NAME stays the pushed reference, so the name Docker shows as the
+    networks' driver (the alias) is not the plugin's own: the reconciler, asking Docker by
+    network id, must still keep every live network and endpoint."""
+    alias = pk.ALIAS_PLUGIN
+    driver = f"{alias}:latest"  # Docker finds a managed network driver by NAME:TAG only
+    metrics_port = pk.free_port()
+    env = pk.PkgDockerEnv(pk.ExternalPlugin(driver), image=busybox_image, driver=driver)
+    with local_registry(tmp_path) as registry:
+        ref = f"{registry}/docker-ovs-plugin:e2e"
+        try:
+            with pk.timed("registry: create + push", TIMINGS):
+                pk.script(pk.PACKAGING / "managed-plugin" / "build.sh", "--image", plugin_image,
+                          ref)  # fmt: skip
+                docker("plugin", "push", ref, timeout=300)
+                docker("plugin", "rm", "-f", ref, timeout=60)
+            with pk.timed("registry: install", TIMINGS):
+                docker("plugin", "install", "--alias", alias, "--grant-all-permissions", ref,
+                       "RECONCILE_INTERVAL=1", f"METRICS_ADDRESS=127.0.0.1:{metrics_port}",
+                       timeout=300)  # fmt: skip
+            settings = json.loads(
+                docker("plugin", "inspect", "-f", "{{json .Settings.Env}}", alias).stdout
+            )
+            assert f"DRIVER_NAME={ref}" in settings, settings
+            net, a, b = pk.smoke(env, "10.211.3.0/24", "10.211.3.1")
+            assert pk.network_driver(net.name) == driver  # not the plugin's DRIVER_NAME
+            # First pass at once, the next after the 10 s grace, then one a second: by the
+            # 15th, any network or endpoint taken for gone would have been removed.
+            wait_until(
+                lambda: pk.scrape(metrics_port)["docker_ovs_plugin_reconcile_passes_total"] >= 15,
+                timeout=90,
+                what="15 reconcile passes",
+            )
+            metrics = pk.scrape(metrics_port)
+            assert metrics["docker_ovs_plugin_networks"] == 1, metrics
+            assert metrics["docker_ovs_plugin_endpoints"] == 2, metrics
+            assert metrics["docker_ovs_plugin_reconcile_actions_total"] == 0, metrics
+            assert ovs_bridge_exists(net.bridge)
+            env.assert_ping(a, b.ip)
+            errors = env.cleanup()
+            assert not errors, errors
+            assert not ovs_bridge_exists(net.bridge)
+        finally:
+            env.cleanup()
+            for plugin in (alias, ref):
+                docker("plugin", "disable", "-f", plugin, check=False, timeout=60)
+                docker("plugin", "rm", "-f", plugin, check=False, timeout=60)
 
 
 def test_compose_with_host_ovs(

@@ -55,6 +55,7 @@ def test_state_is_read_at_scrape_time() -> None:
             networks=lambda: state["networks"],
             endpoints=lambda: state["endpoints"],
             reconcile_actions=lambda: state["actions"],
+            reconcile_passes=lambda: 7,
         )
     )
     reg = metrics.registry
@@ -64,6 +65,7 @@ def test_state_is_read_at_scrape_time() -> None:
     assert _value(reg, "docker_ovs_plugin_networks") == 3
     assert _value(reg, "docker_ovs_plugin_endpoints") == 7
     assert _value(reg, "docker_ovs_plugin_reconcile_actions_total") == 4
+    assert _value(reg, "docker_ovs_plugin_reconcile_passes_total") == 7
 
 
 def test_two_instances_do_not_share_a_registry() -> None:
@@ -112,6 +114,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, MetricsServer]]:
             networks=lambda: len(driver.networks()),
             endpoints=lambda: len(driver.endpoints()),
             reconcile_actions=lambda: 0,
+            reconcile_passes=lambda: 0,
         )
     )
     sock = tmp_path / "ovs.sock"

@@ -34,6 +34,7 @@ class StateReaders:
     networks: Callable[[], int]
     endpoints: Callable[[], int]
     reconcile_actions: Callable[[], int]
+    reconcile_passes: Callable[[], int]
 
 
 class _StateCollector(Collector):
@@ -54,6 +55,11 @@ class _StateCollector(Collector):
             f"{PREFIX}_reconcile_actions",
             "Repairs and removals the reconciler applied",
             value=r.reconcile_actions(),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_reconcile_passes",
+            "Full reconcile passes done (each judges every network and endpoint once)",
+            value=r.reconcile_passes(),
         )
 
 

@@ -65,6 +65,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.actions = 0  # repairs applied, for operators and metrics
+        self.passes = 0  # full passes done (each judged everything once)
 
     # -- what is wrong ---------------------------------------------------------------------
 
@@ -266,7 +267,9 @@ class Reconciler:
             or (f.key in self._suspects and now - seen[f.key] >= grace)
         ]
         self._suspects = {k: t for k, t in seen.items() if k not in {f.key for f in due}}
-        return self._apply(due)
+        applied = self._apply(due)
+        self.passes += 1
+        return applied
 
     def restore_plumbing(self) -> list[Finding]:
         """Only put back what is missing (addresses, rules, flows); remove nothing."""
