@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from docker_ovs_plugin.service.model import Endpoint, Network
+from docker_ovs_plugin.service.model import Endpoint, Network, PortMapping
 from docker_ovs_plugin.service.ports import DockerNetwork, PortInfo
 
 MISSING = "-"
@@ -48,6 +48,8 @@ class EndpointStatus:
     vlan: int | None
     link_state: str | None
     statistics: Mapping[str, int]
+    # Published ports, as `docker ps` would show them (it shows none for remote drivers).
+    ports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Report:
                             "id": e.endpoint_id,
                             **{k: v for k, v in asdict(e).items() if k != "endpoint_id"},
                             "statistics": dict(e.statistics),
+                            "ports": list(e.ports),
                         }
                         for e in n.endpoints
                     ],
@@ -140,6 +143,7 @@ def collect(
                     vlan=info.vlan if info else None,
                     link_state=info.link_state if info else None,
                     statistics=dict(info.statistics) if info else {},
+                    ports=tuple(_published(m) for m in ep.port_mappings),
                 )
             )
         eps.sort(key=lambda e: (e.container is None, e.container or "", e.port))
@@ -181,6 +185,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[in
         return "  ".join(parts).rstrip()
 
     return [line(header), *(line(r) for r in rows)]
+
+
+def _published(m: PortMapping) -> str:
+    host = str(m.host_ip) if m.host_ip else "0.0.0.0"  # noqa: S104 (a label, not a bind)
+    return f"{host}:{m.host_port}->{m.container_port}/{m.proto}"
 
 
 def _address(ep: EndpointStatus) -> str:
@@ -231,6 +240,7 @@ def render_table(report: Report) -> str:
                 _counter(e, "tx_packets"),
                 _counter(e, "rx_dropped"),
                 _counter(e, "tx_dropped"),
+                _cell(",".join(e.ports)),
             ]
             for n in report.networks
             for e in n.endpoints
@@ -239,7 +249,7 @@ def render_table(report: Report) -> str:
         if eps:
             lines += _table(
                 ["CONTAINER", "NETWORK", "IP", "MAC", "OVS PORT", "OFPORT", "VLAN", "RX PKTS",
-                 "TX PKTS", "RX DROP", "TX DROP"],
+                 "TX PKTS", "RX DROP", "TX DROP", "PORTS"],
                 eps,
                 numeric={5, 6, 7, 8, 9, 10},
             )  # fmt: skip

@@ -6,6 +6,7 @@ no 802.1Q sub-interfaces) whose access ports, tagged per VLAN, lead into a route
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 from testbed import Container, DockerEnv, HostSnapshot, OutsideHost, wait_until
 
 from .support import (
+    DRIVER_NAME,
     NAME_PREFIX,
     assert_snapshot_restored,
     docker,
@@ -405,12 +407,37 @@ def test_published_ports_reach_containers_and_go_away(
     _wait_for_text([], outside_host.host_ip, 18081, "hello-second")
     _wait_for_text(ns, outside_host.host_ip, 18080, "hello-web")
     _wait_for_text(ns, outside_host.host_ip, 18081, "hello-second")
+    # `docker ps` shows no ports for a remote driver's containers; `status` does.
+    status_argv = [sys.executable, "-m", "docker_ovs_plugin", "status", "--name", DRIVER_NAME]
+    status = json.loads(run([*status_argv, "--json"]).stdout)
+    shown = {e["container"]: e["ports"] for n in status["networks"] for e in n["endpoints"]}
+    assert shown[web.name] == ["0.0.0.0:18080->80/tcp"], shown
+    assert shown[dns.name] == ["0.0.0.0:18081->81/tcp"], shown
 
     dk.remove_container(web)
     dnat = run(["iptables", "-t", "nat", "-S", "OVS-PLUGIN-DNAT"]).stdout
     assert "18080" not in dnat and "18081" in dnat, dnat
     assert "hello-web" not in _fetch(ns, outside_host.host_ip, 18080)
     assert "hello-web" not in _fetch([], "127.0.0.1", 18080)
+    dk.remove_all()
+    assert_snapshot_restored(snapshot_before)
+
+
+def test_a_port_on_an_ipv6_host_address_is_refused_not_dropped(
+    dk: DockerEnv, snapshot_before: HostSnapshot
+) -> None:
+    net = dk.create_network(subnet="10.243.1.0/24", gateway="10.243.1.1")
+    name = f"{NAME_PREFIX}-v6port"
+    started = dk.docker(
+        "run", "-d", "--name", name, "--net", net.name, "--label", f"{dk.label}=1",
+        "-p", "[::1]:18082:80", dk.image, "sleep", "3600",
+        check=False, timeout=90,
+    )  # fmt: skip
+    try:
+        assert started.returncode != 0, started.stdout
+        assert "publish ports on the host's IPv4 addresses only" in started.stderr, started.stderr
+    finally:
+        dk.docker("rm", "-f", name, check=False, timeout=60)
     dk.remove_all()
     assert_snapshot_restored(snapshot_before)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from ipaddress import IPv4Interface, ip_interface, ip_network
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Interface, ip_interface, ip_network
 
-from docker_ovs_plugin.service.model import Endpoint, Mode, Network, Subnet
+from docker_ovs_plugin.service.model import Endpoint, Mode, Network, PortMapping, Subnet
 from docker_ovs_plugin.service.ports import Attachment, DockerNetwork, PortInfo
 from docker_ovs_plugin.status import (
     Report,
@@ -79,7 +80,13 @@ class Docker:
 
 
 def _setup() -> tuple[Records, Ports, Docker]:
-    ep1 = _ep(EP_1, NET_A, "10.77.0.2/24")
+    ep1 = replace(
+        _ep(EP_1, NET_A, "10.77.0.2/24"),
+        port_mappings=(
+            PortMapping("tcp", 80, 8080),
+            PortMapping("udp", 53, 5353, IPv4Address("127.0.0.1")),
+        ),
+    )
     ep2 = _ep(EP_2, NET_A, "10.77.0.3/24")
     ep3 = _ep(EP_3, NET_OTHER, "10.77.0.4/24", driver="ovsother")
     records = Records(
@@ -167,16 +174,16 @@ def test_table_has_one_aligned_row_per_endpoint() -> None:
     header = lines[4]
     assert header.split() == [
         "CONTAINER", "NETWORK", "IP", "MAC", "OVS", "PORT", "OFPORT", "VLAN", "RX", "PKTS", "TX",
-        "PKTS", "RX", "DROP", "TX", "DROP",
+        "PKTS", "RX", "DROP", "TX", "DROP", "PORTS",
     ]  # fmt: skip
     row1, row2 = lines[5], lines[6]
     assert row1.split() == [
         "web", "web-net", "10.77.0.2", "02:42:0a:4d:00:02", "ovp" + EP_1[:12], "1", "-", "12",
-        "34", "0", "5",
+        "34", "0", "5", "0.0.0.0:8080->80/tcp,127.0.0.1:5353->53/udp",
     ]  # fmt: skip
     assert row2.split() == [
         "-", "web-net", "10.77.0.3", "02:42:0a:4d:00:03", "ovp" + EP_2[:12], "2", "-", "-", "-",
-        "-", "-",
+        "-", "-", "-",
     ]  # fmt: skip
     # Columns line up: every row puts the MAC where the header says MAC.
     col = header.index("MAC")
@@ -221,4 +228,5 @@ def test_json_is_complete_and_machine_readable() -> None:
         "vlan": None,
         "link_state": "up",
         "statistics": {"rx_packets": 12, "tx_packets": 34, "rx_dropped": 0, "tx_dropped": 5},
+        "ports": ["0.0.0.0:8080->80/tcp", "127.0.0.1:5353->53/udp"],
     }

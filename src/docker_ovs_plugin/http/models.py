@@ -174,9 +174,16 @@ class PortBinding(_Request):
         return v
 
     def to_mapping(self) -> PortMapping | None:
-        """None for an IPv6 host binding: published ports are IPv4 here."""
+        """None for the IPv6 wildcard `::`: published ports answer on the host's IPv4
+        addresses (Docker sends `::` beside `0.0.0.0` for a plain `-p 8080:80`). An IPv6
+        host address is refused: nothing here could publish on it."""
         address = ipaddress.ip_address(self.HostIP) if self.HostIP else None
         if address is not None and not isinstance(address, IPv4Address):
+            if not address.is_unspecified:
+                raise ValueError(
+                    f"-p [{address}]:{self.HostPort}: ovs networks publish ports on the host's "
+                    "IPv4 addresses only; publish on an IPv4 address (or 0.0.0.0) instead"
+                )
             return None
         host_ip = None if address is None or address.is_unspecified else address
         return PortMapping(
@@ -196,7 +203,16 @@ class ExternalConnectivityRequest(EndpointRequest):
         if not isinstance(raw, list):
             raise ValueError(f"Options.{PORTMAP} must be a list")
         bindings = [PortBinding.model_validate(b) for b in raw]
-        return [m for b in bindings if (m := b.to_mapping()) is not None]
+        mappings = [m for b in bindings if (m := b.to_mapping()) is not None]
+        published = {(m.proto, m.host_port) for m in mappings}
+        for b in bindings:
+            # `-p [::]:8080:80` alone would publish nothing at all: say so.
+            if (_PROTOCOLS[b.Proto], b.HostPort) not in published:
+                raise ValueError(
+                    f"-p [::]:{b.HostPort}: ovs networks publish ports on the host's IPv4 "
+                    "addresses only; publish on 0.0.0.0 (or leave the address out) instead"
+                )
+        return mappings
 
 
 class JoinRequest(EndpointRequest):
