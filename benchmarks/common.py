@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,24 @@ def rotate(items: Sequence[str], i: int) -> list[str]:
     """Order of the sides in round i: each side takes each position equally often."""
     k = i % len(items)
     return [*items[k:], *items[:k]]
+
+
+def alternating_seconds(
+    item: str, argvs: Mapping[str, Sequence[str]], rounds: int, *, warmup: int = 2
+) -> dict[str, list[float]]:
+    """Seconds of each side's command per round, the sides rotating (after `warmup` runs of
+    each that are not counted); the medians logged every 5 rounds."""
+    for argv in argvs.values():
+        for _ in range(warmup):
+            command_seconds(argv)
+    samples: dict[str, list[float]] = {s: [] for s in argvs}
+    for i in range(rounds):
+        for side in rotate(list(argvs), i):
+            samples[side].append(command_seconds(argvs[side]))
+        if (i + 1) % 5 == 0:
+            progress = {s: f"{statistics.median(v):.3f}" for s, v in samples.items()}
+            log(f"{item} round {i + 1}/{rounds}: medians {progress}")
+    return samples
 
 
 # -- statistics ------------------------------------------------------------------------------

@@ -104,6 +104,7 @@ def plot(path: Path, meta: dict[str, Any], results: list[ItemResult]) -> None:
         name
         for name in (
             "lifecycle",
+            "published",
             "driver",
             "burst",
             "datapath",
@@ -150,6 +151,18 @@ def _lifecycle(ax: Any, d: dict[str, Any]) -> None:
     lo, hi = d["ratio_ci95"]
     ax.set_title(
         f"docker run --rm true (n={d['rounds']})\n"
+        f"ovs/bridge {d['ratio_ovs_bridge']:.3f} (95% CI {lo:.3f}-{hi:.3f}), target <= 1.00"
+    )
+
+
+def _published(ax: Any, d: dict[str, Any]) -> None:
+    sides = list(d["samples_s"])
+    ax.boxplot([d["samples_s"][s] for s in sides], showfliers=True)
+    ax.set_xticks(range(1, len(sides) + 1), sides)
+    ax.set_ylabel("seconds")
+    lo, hi = d["ratio_ci95"]
+    ax.set_title(
+        f"docker run --rm -p {d['host_port']}:80 true (n={d['rounds']})\n"
         f"ovs/bridge {d['ratio_ovs_bridge']:.3f} (95% CI {lo:.3f}-{hi:.3f}), target <= 1.00"
     )
 
@@ -265,6 +278,7 @@ def _profile(ax: Any, d: dict[str, Any]) -> None:
 
 _PANELS = {
     "lifecycle": _lifecycle,
+    "published": _published,
     "driver": _driver,
     "burst": _burst,
     "datapath": _datapath,

@@ -23,6 +23,7 @@ from benchmarks.multihost import run_multihost
 from benchmarks.plugin import BenchPlugin
 from benchmarks.primitives import run_primitives
 from benchmarks.profiling import run_profile
+from benchmarks.published import run_published
 from benchmarks.recovery import OVS, other_test_runs, run_recovery
 from benchmarks.report import markdown, plot, table, write_json
 
@@ -31,6 +32,7 @@ from benchmarks.report import markdown, plot, table, write_json
 ITEMS: dict[str, Callable[[Context], ItemResult]] = {
     "primitives": run_primitives,
     "lifecycle": run_lifecycle,
+    "published": run_published,
     "profile": run_profile,
     "burst": run_burst,
     "datapath": run_datapath,
