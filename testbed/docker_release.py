@@ -6,11 +6,11 @@ so the host's apt state is untouched) fetches docker.io, docker-cli and containe
 (``unstable`` carries the newest Docker Debian has) and ``dpkg-deb -x`` unpacks them into a
 directory. runc stays the host's: unstable's needs a newer glibc than Debian 12's.
 
-``python -m testbed.docker_release run [--suite SUITE] -- CMD...`` stops the host's dockerd, starts the
-release's with its own data root, exec root and pid file (on the default socket, so that the
-plugin, the tests and the packaging scripts reach it unchanged), runs CMD with that release's
-client and containerd first on PATH, then stops it and its containerd and starts the host's
-dockerd again, also when CMD fails or is interrupted. ``fetch`` only downloads and unpacks;
+``python -m testbed.docker_release run [--suite SUITE] -- CMD...`` stops the host's dockerd,
+starts the release's with its own data root, exec root and pid file (on the default socket, so
+that the plugin, the tests and the packaging scripts reach it unchanged), runs CMD with that
+release's client and containerd first on PATH, then stops it and its containerd and starts the
+host's dockerd again, also when CMD fails or is interrupted. ``fetch`` only downloads and unpacks;
 ``version`` prints the Docker version a suite carries.
 """
 
