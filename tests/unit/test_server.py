@@ -289,3 +289,116 @@ def test_keep_alive_serves_several_requests_on_one_connection(server: PluginServ
             resp.read()
     finally:
         conn.close()
+
+
+# -- requests as Docker 28.5 sends them (captured from Debian unstable's docker.io 28.5.2) -----
+
+NET6 = "6" * 64
+EP6 = "7" * 64
+MAC_EP = "8" * 64
+
+
+def test_docker_28_ipv6_only_network(server: PluginServer) -> None:
+    # docker network create -d ovs --ipv4=false --ipv6 --subnet fd00:77::/64: enable_ipv4 is
+    # false and IPv4Data empty; the endpoint has only an IPv6 address, Join only GatewayIPv6.
+    created = {
+        "NetworkID": NET6,
+        "Options": {
+            "com.docker.network.enable_ipv4": False,
+            "com.docker.network.enable_ipv6": True,
+            "com.docker.network.generic": {},
+        },
+        "IPv4Data": [],
+        "IPv6Data": [
+            {"AddressSpace": "LocalDefault", "Gateway": "fd00:77::1/64", "Pool": "fd00:77::/64"}
+        ],
+    }
+    assert call(server, "/NetworkDriver.CreateNetwork", created) == (200, {})
+    ports = {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}
+    ep = {
+        "NetworkID": NET6,
+        "EndpointID": EP6,
+        "Interface": {"Address": "", "AddressIPv6": "fd00:77::2/64", "MacAddress": ""},
+        "Options": ports,
+    }
+    status, body = call(server, "/NetworkDriver.CreateEndpoint", ep)
+    assert status == 200 and body["Interface"]["MacAddress"].startswith("02:42:"), body
+    ids = {"NetworkID": NET6, "EndpointID": EP6}
+    join = {**ids, "SandboxKey": "/run/docker/netns/8e0309d4359e", "Options": ports}
+    status, body = call(server, "/NetworkDriver.Join", join)
+    assert status == 200
+    assert body["GatewayIPv6"] == "fd00:77::1" and "Gateway" not in body, body
+    program = {
+        **ids,
+        "Options": {"com.docker.network.driver.private.no_proxy_6to4": False, **ports},
+    }
+    assert call(server, "/NetworkDriver.ProgramExternalConnectivity", program) == (200, {})
+    status, body = call(server, "/NetworkDriver.EndpointOperInfo", ids)
+    assert status == 200
+    assert body["Value"]["ipv6"] == "fd00:77::2/64" and "ipv4" not in body["Value"], body
+
+
+def test_docker_28_per_endpoint_mac_and_ifname(server: PluginServer) -> None:
+    # --network name=N,mac-address=…,driver-opt=com.docker.network.endpoint.ifname=foo0: the
+    # MAC is Docker's (not echoed back); ifname reaches remote drivers but names nothing.
+    call(server, "/NetworkDriver.CreateNetwork", network_body())
+    ep = {
+        "NetworkID": NET,
+        "EndpointID": MAC_EP,
+        "Interface": {
+            "Address": "10.99.0.3/24",
+            "AddressIPv6": "",
+            "MacAddress": "02:42:0a:4e:00:99",
+        },
+        "Options": {
+            "com.docker.network.endpoint.exposedports": [],
+            "com.docker.network.endpoint.ifname": "foo0",
+            "com.docker.network.endpoint.macaddress": "AkIKTgCZ",
+            "com.docker.network.portmap": [],
+        },
+    }
+    assert call(server, "/NetworkDriver.CreateEndpoint", ep) == (200, {"Interface": {}})
+    ids = {"NetworkID": NET, "EndpointID": MAC_EP}
+    status, body = call(server, "/NetworkDriver.EndpointOperInfo", ids)
+    assert status == 200 and body["Value"]["mac"] == "02:42:0a:4e:00:99", body
+    status, body = call(server, "/NetworkDriver.Join", {**ids, "SandboxKey": "", "Options": {}})
+    assert status == 200
+    assert body["InterfaceName"] == {"SrcName": "ovc" + MAC_EP[:12], "DstPrefix": "eth"}
+
+
+def test_docker_29_gateway_check_is_not_announced(server: PluginServer) -> None:
+    # Docker 29 sends GwAllocCheck only to drivers whose capabilities say GwAllocChecker: ours
+    # do not, so it allocates gateways as 28 does; the call itself is "not implemented".
+    status, caps = call(server, "/NetworkDriver.GetCapabilities")
+    assert status == 200 and "GwAllocChecker" not in caps
+    status, body = call(server, "/NetworkDriver.GwAllocCheck", {"Options": {}})
+    assert status == 404 and "not implemented" in body["Err"]
+
+
+def _program(server: PluginServer, *bindings: dict[str, Any]) -> tuple[int, Any]:
+    call(server, "/NetworkDriver.CreateNetwork", network_body())
+    ep = {"NetworkID": NET, "EndpointID": EP, "Interface": {"Address": "10.99.0.2/24"}}
+    call(server, "/NetworkDriver.CreateEndpoint", ep)
+    portmap = [{"Proto": 6, "IP": "", "Port": 80, "HostPortEnd": 0, **b} for b in bindings]
+    body = {
+        "NetworkID": NET,
+        "EndpointID": EP,
+        "Options": {"com.docker.network.portmap": portmap},
+    }
+    return call(server, "/NetworkDriver.ProgramExternalConnectivity", body)
+
+
+def test_a_port_on_an_ipv6_host_address_is_refused(server: PluginServer) -> None:
+    status, body = _program(server, {"HostIP": "::1", "HostPort": 8080})
+    assert status == 400 and "[::1]:8080" in body["Err"] and "IPv4 addresses only" in body["Err"]
+
+
+def test_the_ipv6_wildcard_alone_is_refused_beside_ipv4_it_is_left_out(
+    server: PluginServer,
+) -> None:
+    status, body = _program(server, {"HostIP": "::", "HostPort": 8080})
+    assert status == 400 and "[::]:8080" in body["Err"], body
+    ok = _program(
+        server, {"HostIP": "0.0.0.0", "HostPort": 8081}, {"HostIP": "::", "HostPort": 8081}
+    )
+    assert ok == (200, {})
