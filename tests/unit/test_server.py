@@ -314,7 +314,10 @@ def test_docker_28_ipv6_only_network(server: PluginServer) -> None:
         ],
     }
     assert call(server, "/NetworkDriver.CreateNetwork", created) == (200, {})
-    ports = {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}
+    ports: dict[str, list[Any]] = {
+        "com.docker.network.endpoint.exposedports": [],
+        "com.docker.network.portmap": [],
+    }
     ep = {
         "NetworkID": NET6,
         "EndpointID": EP6,
