@@ -203,3 +203,20 @@ def test_forwarding_turned_on_leaves_no_open_router(netns: PrivateNetns) -> None
     InNetns(netns).add_network(network())
     assert netns.run(forwarding.read_text).strip() == "1"
     assert "-P FORWARD DROP" in netns.run(lambda: _iptables("-S", "FORWARD"))
+
+
+def test_an_ipv6_subnet_is_masqueraded_in_nat_mode_and_the_rule_goes(netns: PrivateNetns) -> None:
+    v4 = Subnet(ipaddress.ip_network("10.7.0.0/24"), ipaddress.ip_interface("10.7.0.1/24"))
+    v6 = Subnet(ipaddress.ip_network("fd00:7::/64"), ipaddress.ip_interface("fd00:7::1/64"))
+    net = Network(NET, "ovsbr-" + NET[:8], 1500, ipv4=(v4,), ipv6=(v6,))
+    fw = InNetns(netns)
+
+    def nat6() -> str:
+        argv = ["ip6tables", "-w", "5", "-t", "nat", "-S", "OVS-PLUGIN-POSTROUTING"]
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+    fw.add_network(net)
+    assert fw.has_network(net)
+    assert "-s fd00:7::/64 ! -o ovsbr-a1a1a1a1 -m comment" in netns.run(nat6)
+    fw.remove_network(net)
+    assert "MASQUERADE" not in netns.run(nat6)

@@ -348,6 +348,9 @@ def test_ipv6_dual_stack(dk: DockerEnv, snapshot_before: HostSnapshot) -> None:
     dk.assert_ping(b, "fd00:e2e:242::1")
     dk.assert_ping(b, "fd00:e2e:242::77")
     dk.tcp_send(a, b, "fd00:e2e:242::77", 7003)
+    # Leaving the host, the subnet is masqueraded as Docker's bridge does since 27.
+    nat6 = run(["ip6tables", "-t", "nat", "-S", "OVS-PLUGIN-POSTROUTING"]).stdout
+    assert f"-s fd00:e2e:242::/64 ! -o {net.bridge}" in nat6 and "MASQUERADE" in nat6, nat6
     dk.remove_all()
     assert_snapshot_restored(snapshot_before)
     assert run(["ip6tables", "-S"]).stdout.splitlines() == before6 or not [

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from docker_ovs_plugin.adapters.iptables import network_rules
 from docker_ovs_plugin.contract import CHAIN_FORWARD as FORWARD
@@ -9,7 +10,7 @@ from docker_ovs_plugin.contract import CHAIN_ISOLATION_2 as ISOLATION_2
 from docker_ovs_plugin.contract import CHAIN_POSTROUTING as POSTROUTING
 from docker_ovs_plugin.contract import CHAIN_RAW_PREROUTING as RAW_PREROUTING
 from docker_ovs_plugin.contract import network_comment
-from docker_ovs_plugin.service.model import Network, Subnet
+from docker_ovs_plugin.service.model import Mode, Network, Subnet
 
 NID = "ab" * 32
 
@@ -28,7 +29,7 @@ def test_every_rule_is_tagged_with_the_network() -> None:
         assert rule[-4:] == ("-m", "comment", "--comment", network_comment(NID))
 
 
-def test_masquerade_only_for_ipv4_pools_and_not_inside_the_bridge() -> None:
+def test_masquerade_of_the_pools_not_inside_the_bridge() -> None:
     net = Network(
         NID,
         "br0",
@@ -37,8 +38,12 @@ def test_masquerade_only_for_ipv4_pools_and_not_inside_the_bridge() -> None:
         ipv6=(Subnet(ipaddress.ip_network("fd00::/64")),),
     )
     nat = [r for t, _, r in network_rules(net, 4) if t == "nat"]
-    assert [r for t, _, r in network_rules(net, 6) if t == "nat"] == []
     tag = ("-m", "comment", "--comment", network_comment(NID))
+    # IPv6 subnets are masqueraded too, as by Docker's bridge since 27; routed mode: none.
+    nat6 = [r for t, _, r in network_rules(net, 6) if t == "nat"]
+    assert nat6 == [("-s", "fd00::/64", "!", "-o", "br0", "-j", "MASQUERADE", *tag)]
+    routed = replace(net, mode=Mode.ROUTED, masquerade=False)
+    assert [r for t, _, r in network_rules(routed, 6) if t == "nat"] == []
     assert nat == [
         # Published ports reached from the host's loopback leave with the gateway's address.
         ("-s", "127.0.0.0/8", "-o", "br0", "-j", "MASQUERADE", *tag),

@@ -13,7 +13,8 @@ OUTPUT jump includes 127.0.0.0/8, the gateway port has route_localnet so that DN
 from 127.0.0.1 may leave through it, and they are masqueraded to the gateway's address. With
 route_localnet, the kernel would also accept packets for 127.0.0.0/8 arriving from containers,
 reaching the host's loopback services: the raw rule of each network drops those first.
-IPv6 networks get the same filter chains through ip6tables (routed, not masqueraded).
+IPv6 networks get the same filter chains through ip6tables, and in nat mode the masquerade of
+their subnets as Docker's bridge does since 27 (published ports stay IPv4).
 Every per-network rule carries the comment "docker-ovs-plugin:<network id>", every per-endpoint
 rule "docker-ovs-plugin:<network id>:<endpoint id>", which is how rules are found for removal.
 """
@@ -97,8 +98,9 @@ def network_rules(network: Network, family: int) -> list[TableRule]:
             ("nat", CHAIN_POSTROUTING, ("-s", LOOPBACK, "-o", gw, "-j", "MASQUERADE", *tag)),
             ("raw", CHAIN_RAW_PREROUTING, ("-i", gw, "-d", LOOPBACK, "-j", "DROP", *tag)),
         ]
-    if family == 4 and network.masquerade:
-        for subnet in network.ipv4:
+    if network.masquerade:
+        # IPv6 too, as Docker's bridge does since 27 (routed mode: neither).
+        for subnet in network.ipv4 if family == 4 else network.ipv6:
             pool = str(subnet.pool)
             rules.append(
                 ("nat", CHAIN_POSTROUTING, ("-s", pool, "!", "-o", gw, "-j", "MASQUERADE", *tag))
@@ -226,10 +228,10 @@ class IptablesFirewall:
         dnated = ("-m", "conntrack", "--ctstate", "DNAT")
         self._ensure_jump(family, "filter", CHAIN_ISOLATION_1, *dnated, "-j", "RETURN")
         self._ensure_forward_jump(family)
+        self._ensure_chain(family, "nat", CHAIN_POSTROUTING)
+        self._ensure_jump(family, "nat", "POSTROUTING", "-j", CHAIN_POSTROUTING)
         if family == 4:
-            for chain in (CHAIN_POSTROUTING, CHAIN_DNAT):
-                self._ensure_chain(family, "nat", chain)
-            self._ensure_jump(family, "nat", "POSTROUTING", "-j", CHAIN_POSTROUTING)
+            self._ensure_chain(family, "nat", CHAIN_DNAT)
             local = ("-m", "addrtype", "--dst-type", "LOCAL")
             self._ensure_jump(family, "nat", "PREROUTING", *local, "-j", CHAIN_DNAT)
             # Earlier versions left loopback out of the OUTPUT jump.
@@ -306,13 +308,9 @@ class IptablesFirewall:
 
     def _tagged_rules(self, family: int) -> list[tuple[str, list[str], str]]:
         """(table, rule words, comment) of every commented rule in our chains."""
-        chains = [("filter", c) for c in _FILTER_CHAINS]
+        chains = [("filter", c) for c in _FILTER_CHAINS] + [("nat", CHAIN_POSTROUTING)]
         if family == 4:
-            chains += [
-                ("nat", CHAIN_POSTROUTING),
-                ("nat", CHAIN_DNAT),
-                ("raw", CHAIN_RAW_PREROUTING),
-            ]
+            chains += [("nat", CHAIN_DNAT), ("raw", CHAIN_RAW_PREROUTING)]
         found = []
         for table, chain in chains:
             listing = self._run(family, table, "-S", chain, check=False)
