@@ -143,28 +143,25 @@ def plot(path: Path, meta: dict[str, Any], results: list[ItemResult]) -> None:
     plt.close(fig)
 
 
-def _lifecycle(ax: Any, d: dict[str, Any]) -> None:
+def _sides_box(ax: Any, d: dict[str, Any], command: str) -> None:
+    """Box per side of an alternating command item, with the ovs/bridge ratio and its CI."""
     sides = list(d["samples_s"])
     ax.boxplot([d["samples_s"][s] for s in sides], showfliers=True)
     ax.set_xticks(range(1, len(sides) + 1), sides)
     ax.set_ylabel("seconds")
     lo, hi = d["ratio_ci95"]
     ax.set_title(
-        f"docker run --rm true (n={d['rounds']})\n"
+        f"{command} (n={d['rounds']})\n"
         f"ovs/bridge {d['ratio_ovs_bridge']:.3f} (95% CI {lo:.3f}-{hi:.3f}), target <= 1.00"
     )
+
+
+def _lifecycle(ax: Any, d: dict[str, Any]) -> None:
+    _sides_box(ax, d, "docker run --rm true")
 
 
 def _published(ax: Any, d: dict[str, Any]) -> None:
-    sides = list(d["samples_s"])
-    ax.boxplot([d["samples_s"][s] for s in sides], showfliers=True)
-    ax.set_xticks(range(1, len(sides) + 1), sides)
-    ax.set_ylabel("seconds")
-    lo, hi = d["ratio_ci95"]
-    ax.set_title(
-        f"docker run --rm -p {d['host_port']}:80 true (n={d['rounds']})\n"
-        f"ovs/bridge {d['ratio_ovs_bridge']:.3f} (95% CI {lo:.3f}-{hi:.3f}), target <= 1.00"
-    )
+    _sides_box(ax, d, f"docker run --rm -p {d['host_port']}:80 true")
 
 
 def _driver(ax: Any, d: dict[str, Any]) -> None:
