@@ -7,6 +7,7 @@ tables only; the host's rules (Docker's among them) are never seen or changed.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Protocol
@@ -220,3 +221,25 @@ def test_an_ipv6_subnet_is_masqueraded_in_nat_mode_and_the_rule_goes(netns: Priv
     assert "-s fd00:7::/64 ! -o ovsbr-a1a1a1a1 -m comment" in netns.run(nat6)
     fw.remove_network(net)
     assert "MASQUERADE" not in netns.run(nat6)
+
+
+def test_adding_again_changes_nothing_and_a_lost_rule_comes_back(netns: PrivateNetns) -> None:
+    # Each request reads the tables once and writes its changes in one iptables-restore: a
+    # second CreateNetwork (or a repair) must find everything in place and add no duplicate.
+    def rules() -> list[str]:
+        out = netns.run(lambda: subprocess.run(["iptables-save"], capture_output=True,
+                                               text=True, check=True).stdout)  # fmt: skip
+        return sorted(line for line in out.splitlines() if line.startswith("-A "))
+
+    fw = InNetns(netns)
+    fw.add_network(network())
+    fw.set_port_mappings(network(), endpoint(WEB))
+    first = rules()
+    fw.add_network(network())
+    fw.set_port_mappings(network(), endpoint(WEB))
+    assert rules() == first
+    lost = next(line for line in first if "OVS-PLUGIN-ISOLATION-2" in line.split()[1])
+    netns.run(lambda: _iptables("-D", *shlex.split(lost)[1:]))
+    assert not fw.has_network(network())
+    fw.add_network(network())
+    assert rules() == first

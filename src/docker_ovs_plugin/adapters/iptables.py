@@ -45,8 +45,8 @@ from docker_ovs_plugin.service.model import Endpoint, Mode, Network
 LOG = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.0/8"
-DOCKER_USER_JUMP = "-A FORWARD -j DOCKER-USER"  # as iptables -S prints Docker's jump
-_OUR_JUMP = f"-A FORWARD -j {CHAIN_FORWARD}"
+_USER_JUMP = ["-j", "DOCKER-USER"]  # Docker's jump in FORWARD
+_OUR_JUMP = ["-j", CHAIN_FORWARD]
 
 _FILTER_CHAINS = (CHAIN_ISOLATION_1, CHAIN_ISOLATION_2, CHAIN_FORWARD)
 _FORWARDING = {
@@ -157,21 +157,106 @@ def port_mapping_rules(network: Network, endpoint: Endpoint) -> list[TableRule]:
     return rules
 
 
+class _Tables:
+    """One family's tables as `iptables-save` printed them: chains and rule lines by table."""
+
+    def __init__(self, dump: str) -> None:
+        self.chains: dict[str, set[str]] = {}
+        self.rules: dict[str, list[list[str]]] = {}
+        table = ""
+        for line in dump.splitlines():
+            if line.startswith("*"):
+                table = line[1:].strip()
+                self.chains.setdefault(table, set())
+                self.rules.setdefault(table, [])
+            elif line.startswith(":") and table:
+                self.chains[table].add(line[1:].split()[0])
+            elif line.startswith("-A ") and table:
+                # Parses iptables' own output; nothing is executed.
+                self.rules[table].append(shlex.split(line))
+
+    def has_chain(self, table: str, chain: str) -> bool:
+        return chain in self.chains.get(table, set())
+
+    def chain_rules(self, table: str, chain: str) -> list[list[str]]:
+        """Each rule of the chain as words, without the leading `-A CHAIN`."""
+        return [w[2:] for w in self.rules.get(table, []) if w[1] == chain]
+
+    def tagged(self) -> list[tuple[str, list[str], str]]:
+        """(table, rule words, comment) of every commented rule in our chains."""
+        ours = {
+            ("filter", CHAIN_ISOLATION_1),
+            ("filter", CHAIN_ISOLATION_2),
+            ("filter", CHAIN_FORWARD),
+            ("nat", CHAIN_POSTROUTING),
+            ("nat", CHAIN_DNAT),
+            ("raw", CHAIN_RAW_PREROUTING),
+        }
+        return [
+            (table, words, words[words.index("--comment") + 1])
+            for table, lines in self.rules.items()
+            for words in lines
+            if (table, words[1]) in ours and "--comment" in words
+        ]
+
+
+class _Batch:
+    """The rule changes of one request for one family, applied by one `iptables-restore
+    --noflush` (one process, one transaction per table) instead of one process per rule."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, list[str]] = {}
+        self.lines: dict[str, list[str]] = {}
+
+    def chain(self, table: str, name: str) -> None:
+        self.chains.setdefault(table, []).append(f":{name} - [0:0]")
+
+    def add(self, table: str, *words: str) -> None:
+        self.lines.setdefault(table, []).append(" ".join(_restore_word(w) for w in words))
+
+    def text(self) -> str:
+        out = []
+        for table in dict.fromkeys([*self.chains, *self.lines]):
+            body = [*self.chains.get(table, []), *self.lines.get(table, [])]
+            if body:
+                out.append(f"*{table}\n" + "".join(f"{line}\n" for line in body) + "COMMIT\n")
+        return "".join(out)
+
+
+def _restore_word(word: str) -> str:
+    """A word as iptables-restore reads it: double quotes around one with blanks or quotes."""
+    if word and not any(c in word for c in " \t\"'\\"):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _same(rule: Sequence[str], words: Sequence[str]) -> bool:
+    return list(rule) == list(words)
+
+
 class IptablesFirewall:
     def __init__(self, timeout: float = 10.0) -> None:
         self._timeout = timeout
+
+    def _exec(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        try:
+            result = subprocess.run(
+                argv,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=self._timeout,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise BackendError(f"{argv[0]} did not run: {e}") from e
+        return result
 
     def _run(
         self, family: int, table: str, *args: str, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         binary = "iptables" if family == 4 else "ip6tables"
-        argv = [binary, "-w", "5", "-t", table, *args]
-        try:
-            result = subprocess.run(
-                argv, capture_output=True, text=True, timeout=self._timeout, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise BackendError(f"{binary} did not run: {e}") from e
+        result = self._exec([binary, "-w", "5", "-t", table, *args])
         if check and result.returncode != 0:
             raise BackendError(
                 f"{binary} -t {table} {' '.join(args)} failed: "
@@ -179,86 +264,122 @@ class IptablesFirewall:
             )
         return result
 
+    def _dump(self, family: int) -> _Tables:
+        binary = "iptables-save" if family == 4 else "ip6tables-save"
+        result = self._exec([binary])
+        if result.returncode != 0:
+            raise BackendError(f"{binary} failed: {result.stderr.strip() or result.returncode}")
+        return _Tables(result.stdout)
+
+    def _apply(self, family: int, batch: _Batch) -> None:
+        text = batch.text()
+        if not text:
+            return
+        binary = "iptables-restore" if family == 4 else "ip6tables-restore"
+        result = self._exec([binary, "-w", "5", "--noflush"], stdin=text)
+        if result.returncode != 0:
+            raise BackendError(
+                f"{binary} --noflush failed: {result.stderr.strip() or result.returncode}\n{text}"
+            )
+
     def _exists(self, family: int, table: str, chain: str, rule: Sequence[str]) -> bool:
         return self._run(family, table, "-C", chain, *rule, check=False).returncode == 0
 
-    def _ensure_chain(self, family: int, table: str, chain: str) -> None:
-        if self._run(family, table, "-S", chain, check=False).returncode != 0:
-            self._run(family, table, "-N", chain)
+    # -- what a request changes, read from one dump and written in one batch ----------------
 
-    def _ensure_jump(
-        self, family: int, table: str, chain: str, *rule: str, replaces: Sequence[str] = ()
-    ) -> None:
-        if not self._exists(family, table, chain, rule):
+    def _setup(self, family: int, tables: _Tables, batch: _Batch) -> None:
+        """The shared chains and the jumps into them, where missing."""
+
+        def chain(table: str, name: str) -> None:
+            if not tables.has_chain(table, name):
+                batch.chain(table, name)
+
+        def jump(table: str, into: str, *rule: str, replaces: Sequence[str] = ()) -> None:
+            present = tables.chain_rules(table, into)
+            if any(_same(rule, r) for r in present):
+                return
             # An earlier version's form of this jump goes when this one comes.
-            while replaces and self._exists(family, table, chain, replaces):
-                self._run(family, table, "-D", chain, *replaces)
-            self._run(family, table, "-I", chain, "1", *rule)
+            for r in present:
+                if replaces and _same(replaces, r):
+                    batch.add(table, "-D", into, *r)
+            batch.add(table, "-I", into, "1", *rule)
 
-    def _forward_rules(self, family: int) -> list[str]:
-        listing = self._run(family, "filter", "-S", "FORWARD").stdout.splitlines()
-        return [line.strip() for line in listing if line.startswith("-A FORWARD ")]
+        for name in _FILTER_CHAINS:
+            chain("filter", name)
+        jump("filter", CHAIN_FORWARD, "-j", CHAIN_ISOLATION_1)
+        # Published ports are reachable from other ovs networks too: DNATed traffic skips
+        # isolation, and only the forward rule of that very port accepts it.
+        jump("filter", CHAIN_ISOLATION_1, "-m", "conntrack", "--ctstate", "DNAT", "-j", "RETURN")
+        self._forward_jump(tables, batch)
+        chain("nat", CHAIN_POSTROUTING)
+        jump("nat", "POSTROUTING", "-j", CHAIN_POSTROUTING)
+        if family == 4:
+            chain("nat", CHAIN_DNAT)
+            local = ("-m", "addrtype", "--dst-type", "LOCAL")
+            jump("nat", "PREROUTING", *local, "-j", CHAIN_DNAT)
+            # Earlier versions left loopback out of the OUTPUT jump.
+            old = ("!", "-d", LOOPBACK, *local, "-j", CHAIN_DNAT)
+            jump("nat", "OUTPUT", *local, "-j", CHAIN_DNAT, replaces=old)
+            chain("raw", CHAIN_RAW_PREROUTING)
+            jump("raw", "PREROUTING", "-j", CHAIN_RAW_PREROUTING)
 
-    def _forward_jump_in_place(self, family: int) -> bool:
-        current = self._forward_rules(family)
-        user = current.index(DOCKER_USER_JUMP) if DOCKER_USER_JUMP in current else -1
+    @staticmethod
+    def _forward_jump_in_place(tables: _Tables) -> bool:
+        current = tables.chain_rules("filter", "FORWARD")
+        user = current.index(_USER_JUMP) if _USER_JUMP in current else -1
         return _OUR_JUMP in current and current.index(_OUR_JUMP) > user
 
-    def _ensure_forward_jump(self, family: int) -> None:
+    def _forward_jump(self, tables: _Tables, batch: _Batch) -> None:
         """FORWARD -j OVS-PLUGIN-FORWARD right below Docker's jump to DOCKER-USER, so that an
         administrator's rules there apply to ovs networks as to Docker's own (Docker moves its
         jump back to the top whenever it arranges FORWARD; here we only never go above it)."""
-        if self._forward_jump_in_place(family):
+        if self._forward_jump_in_place(tables):
             return
-        if _OUR_JUMP in self._forward_rules(family):
+        current = tables.chain_rules("filter", "FORWARD")
+        if _OUR_JUMP in current:
             # Above DOCKER-USER (an earlier version inserted at the top): move it below.
-            self._run(family, "filter", "-D", "FORWARD", "-j", CHAIN_FORWARD)
-        current = self._forward_rules(family)
-        user = current.index(DOCKER_USER_JUMP) if DOCKER_USER_JUMP in current else -1
+            batch.add("filter", "-D", "FORWARD", *_OUR_JUMP)
+            current = [r for r in current if r != _OUR_JUMP]
+        user = current.index(_USER_JUMP) if _USER_JUMP in current else -1
         # Rule numbers start at 1: insert after DOCKER-USER's rule, or first when it is absent.
-        self._run(family, "filter", "-I", "FORWARD", str(user + 2), "-j", CHAIN_FORWARD)
+        batch.add("filter", "-I", "FORWARD", str(user + 2), *_OUR_JUMP)
 
-    def setup(self, family: int = 4) -> None:
-        """The shared chains and the jumps into them; rules of networks are added later."""
-        for chain in _FILTER_CHAINS:
-            self._ensure_chain(family, "filter", chain)
-        self._ensure_jump(family, "filter", CHAIN_FORWARD, "-j", CHAIN_ISOLATION_1)
-        # Published ports are reachable from other ovs networks too: DNATed traffic skips
-        # isolation, and only the forward rule of that very port accepts it.
-        dnated = ("-m", "conntrack", "--ctstate", "DNAT")
-        self._ensure_jump(family, "filter", CHAIN_ISOLATION_1, *dnated, "-j", "RETURN")
-        self._ensure_forward_jump(family)
-        self._ensure_chain(family, "nat", CHAIN_POSTROUTING)
-        self._ensure_jump(family, "nat", "POSTROUTING", "-j", CHAIN_POSTROUTING)
-        if family == 4:
-            self._ensure_chain(family, "nat", CHAIN_DNAT)
-            local = ("-m", "addrtype", "--dst-type", "LOCAL")
-            self._ensure_jump(family, "nat", "PREROUTING", *local, "-j", CHAIN_DNAT)
-            # Earlier versions left loopback out of the OUTPUT jump.
-            self._ensure_jump(
-                family,
-                "nat",
-                "OUTPUT",
-                *local,
-                "-j",
-                CHAIN_DNAT,
-                replaces=("!", "-d", LOOPBACK, *local, "-j", CHAIN_DNAT),
-            )
-            self._ensure_chain(family, "raw", CHAIN_RAW_PREROUTING)
-            self._ensure_jump(family, "raw", "PREROUTING", "-j", CHAIN_RAW_PREROUTING)
+    @staticmethod
+    def _untag(tables: _Tables, batch: _Batch, comment: str, *, prefix: bool) -> None:
+        """Delete the rules tagged `comment` (and, with prefix, those tagged `comment:*`)."""
+        for table, words, found in tables.tagged():
+            if found == comment or (prefix and found.startswith(comment + ":")):
+                batch.add(table, "-D", *words[1:])
 
-    def _ensure_rules(self, family: int, rules: Sequence[TableRule]) -> None:
+    @staticmethod
+    def _append(batch: _Batch, rules: Sequence[TableRule]) -> None:
         for table, chain, rule in rules:
-            if not self._exists(family, table, chain, rule):
-                self._run(family, table, "-A", chain, *rule)
+            batch.add(table, "-A", chain, *rule)
 
     def _families(self, network: Network) -> list[int]:
         return [4] + ([6] if network.ipv6 else [])
 
+    # -- the port -------------------------------------------------------------------------
+
+    def setup(self, family: int = 4) -> None:
+        """The shared chains and the jumps into them; rules of networks are added later."""
+        batch = _Batch()
+        self._setup(family, self._dump(family), batch)
+        self._apply(family, batch)
+
     def add_network(self, network: Network) -> None:
         for family in self._families(network):
-            self.setup(family)  # cheap checks; survives someone flushing the tables meanwhile
-            self._ensure_rules(family, network_rules(network, family))
+            tables = self._dump(family)
+            batch = _Batch()
+            self._setup(family, tables, batch)  # survives someone flushing the tables
+            wanted = network_rules(network, family)
+            comment = network_comment(network.network_id)
+            have = [(t, w[1]) for t, w, c in tables.tagged() if c == comment]
+            if sorted(have) != sorted((t, c) for t, c, _ in wanted):
+                # Some are missing (or were changed): put exactly the wanted ones in place.
+                self._untag(tables, batch, comment, prefix=False)
+                self._append(batch, wanted)
+            self._apply(family, batch)
             if (network.ipv4 if family == 4 else network.ipv6) and _enable_forwarding(family):
                 # As Docker does when it turns forwarding on: the host must not become a
                 # router for every other interface (whose FORWARD policy was ACCEPT).
@@ -276,16 +397,20 @@ class IptablesFirewall:
     def set_port_mappings(self, network: Network, endpoint: Endpoint) -> None:
         comment = endpoint_comment(network.network_id, endpoint.endpoint_id)
         wanted = port_mapping_rules(network, endpoint)
-        self._remove_tagged(4, comment, prefix=False)
+        tables = self._dump(4)
+        batch = _Batch()
+        self._untag(tables, batch, comment, prefix=False)
         if wanted:
-            self.setup(4)
-            self._ensure_rules(4, wanted)
+            self._setup(4, tables, batch)
+            self._append(batch, wanted)
+        self._apply(4, batch)
 
     def has_network(self, network: Network) -> bool:
-        # The jump into our chains too: a firewall reload or `iptables -F FORWARD` takes it
-        # away while the network's rules stay.
+        # Exact checks (the background reconciler's): each rule as it must be, and the jump
+        # into our chains, which a firewall reload or `iptables -F FORWARD` takes away while
+        # the network's rules stay.
         return all(
-            self._forward_jump_in_place(family)
+            self._forward_jump_in_place(self._dump(family))
             and all(
                 self._exists(family, table, chain, rule)
                 for table, chain, rule in network_rules(network, family)
@@ -296,7 +421,7 @@ class IptablesFirewall:
     def tagged_networks(self) -> set[str]:
         found: set[str] = set()
         for family in (4, 6):
-            for _, _, comment in self._tagged_rules(family):
+            for _, _, comment in self._dump(family).tagged():
                 short_id = comment_network(comment)
                 if short_id is not None:
                     found.add(short_id)
@@ -306,27 +431,10 @@ class IptablesFirewall:
         for family in (4, 6):
             self._remove_tagged(family, f"{COMMENT_PREFIX}:{short_id}", prefix=True)
 
-    def _tagged_rules(self, family: int) -> list[tuple[str, list[str], str]]:
-        """(table, rule words, comment) of every commented rule in our chains."""
-        chains = [("filter", c) for c in _FILTER_CHAINS] + [("nat", CHAIN_POSTROUTING)]
-        if family == 4:
-            chains += [("nat", CHAIN_DNAT), ("raw", CHAIN_RAW_PREROUTING)]
-        found = []
-        for table, chain in chains:
-            listing = self._run(family, table, "-S", chain, check=False)
-            if listing.returncode != 0:
-                continue  # chain absent: nothing of ours there
-            for line in listing.stdout.splitlines():
-                words = shlex.split(line)  # parses iptables' own output; nothing is executed
-                if words[:2] == ["-A", chain] and "--comment" in words:
-                    found.append((table, words, words[words.index("--comment") + 1]))
-        return found
-
     def _remove_tagged(self, family: int, comment: str, *, prefix: bool) -> None:
-        """Delete the rules tagged `comment` (and, with prefix, those tagged `comment:*`)."""
-        for table, words, found in self._tagged_rules(family):
-            if found == comment or (prefix and found.startswith(comment + ":")):
-                self._run(family, table, "-D", *words[1:])
+        batch = _Batch()
+        self._untag(self._dump(family), batch, comment, prefix=prefix)
+        self._apply(family, batch)
 
 
 def _enable_forwarding(family: int) -> bool:
