@@ -8,7 +8,7 @@ cd "$repo"
 bin=.venv/bin
 echo "== ruff"; "$bin/ruff" check . && "$bin/ruff" format --check .
 echo "== mypy"; "$bin/mypy"
-echo "== pytest (Docker $(docker version -f '{{.Server.Version}}'))"; "$bin/python" -m pytest "$@"
+echo "== pytest (Docker $(docker version -f '{{.Server.Version}}'))"; "$bin/python" -m pytest --durations=15 "$@"
 # The support matrix: the whole suite (no arguments) also runs its end-to-end and multi-host
 # tests on the newest Docker in Debian's archive, in place of the host's dockerd for that time
 # (testbed/docker_release.py). DOCKER_MATRIX names the Debian suites; empty skips them.
@@ -16,6 +16,6 @@ if [ $# -eq 0 ]; then
     for suite in ${DOCKER_MATRIX-unstable}; do
         echo "== e2e and multi-host on Docker from Debian $suite"
         "$bin/python" -m testbed.docker_release run --suite "$suite" -- \
-            "$bin/python" -m pytest tests/e2e tests/multihost
+            "$bin/python" -m pytest --durations=15 tests/e2e tests/multihost
     done
 fi
