@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,22 +206,17 @@ class _Batch:
     --noflush` (one process, one transaction per table) instead of one process per rule."""
 
     def __init__(self) -> None:
-        self.chains: dict[str, list[str]] = {}
         self.lines: dict[str, list[str]] = {}
-
-    def chain(self, table: str, name: str) -> None:
-        self.chains.setdefault(table, []).append(f":{name} - [0:0]")
 
     def add(self, table: str, *words: str) -> None:
         self.lines.setdefault(table, []).append(" ".join(_restore_word(w) for w in words))
 
     def text(self) -> str:
-        out = []
-        for table in dict.fromkeys([*self.chains, *self.lines]):
-            body = [*self.chains.get(table, []), *self.lines.get(table, [])]
-            if body:
-                out.append(f"*{table}\n" + "".join(f"{line}\n" for line in body) + "COMMIT\n")
-        return "".join(out)
+        return "".join(
+            f"*{table}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
+            for table, lines in self.lines.items()
+            if lines
+        )
 
 
 def _restore_word(word: str) -> str:
@@ -237,6 +233,9 @@ def _same(rule: Sequence[str], words: Sequence[str]) -> bool:
 class IptablesFirewall:
     def __init__(self, timeout: float = 10.0) -> None:
         self._timeout = timeout
+        # Requests of different networks run at once; each reads the tables, then writes what
+        # is missing. One at a time, or two could both add a missing jump.
+        self._lock = threading.Lock()
 
     def _exec(self, argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         try:
@@ -291,8 +290,13 @@ class IptablesFirewall:
         """The shared chains and the jumps into them, where missing."""
 
         def chain(table: str, name: str) -> None:
+            # `iptables -N`, not a `:CHAIN` line in the batch: with --noflush, iptables-restore
+            # flushes a declared chain that exists, and another plugin instance on this host
+            # may have created it a moment ago. -N refuses instead, which is fine.
             if not tables.has_chain(table, name):
-                batch.chain(table, name)
+                made = self._run(family, table, "-N", name, check=False)
+                if made.returncode != 0 and "exists" not in made.stderr:
+                    raise BackendError(f"cannot create chain {name} in {table}: {made.stderr}")
 
         def jump(table: str, into: str, *rule: str, replaces: Sequence[str] = ()) -> None:
             present = tables.chain_rules(table, into)
@@ -363,11 +367,16 @@ class IptablesFirewall:
 
     def setup(self, family: int = 4) -> None:
         """The shared chains and the jumps into them; rules of networks are added later."""
-        batch = _Batch()
-        self._setup(family, self._dump(family), batch)
-        self._apply(family, batch)
+        with self._lock:
+            batch = _Batch()
+            self._setup(family, self._dump(family), batch)
+            self._apply(family, batch)
 
     def add_network(self, network: Network) -> None:
+        with self._lock:
+            self._add_network(network)
+
+    def _add_network(self, network: Network) -> None:
         for family in self._families(network):
             tables = self._dump(family)
             batch = _Batch()
@@ -397,13 +406,14 @@ class IptablesFirewall:
     def set_port_mappings(self, network: Network, endpoint: Endpoint) -> None:
         comment = endpoint_comment(network.network_id, endpoint.endpoint_id)
         wanted = port_mapping_rules(network, endpoint)
-        tables = self._dump(4)
-        batch = _Batch()
-        self._untag(tables, batch, comment, prefix=False)
-        if wanted:
-            self._setup(4, tables, batch)
-            self._append(batch, wanted)
-        self._apply(4, batch)
+        with self._lock:
+            tables = self._dump(4)
+            batch = _Batch()
+            self._untag(tables, batch, comment, prefix=False)
+            if wanted:
+                self._setup(4, tables, batch)
+                self._append(batch, wanted)
+            self._apply(4, batch)
 
     def has_network(self, network: Network) -> bool:
         # Exact checks (the background reconciler's): each rule as it must be, and the jump
@@ -432,9 +442,10 @@ class IptablesFirewall:
             self._remove_tagged(family, f"{COMMENT_PREFIX}:{short_id}", prefix=True)
 
     def _remove_tagged(self, family: int, comment: str, *, prefix: bool) -> None:
-        batch = _Batch()
-        self._untag(self._dump(family), batch, comment, prefix=prefix)
-        self._apply(family, batch)
+        with self._lock:
+            batch = _Batch()
+            self._untag(self._dump(family), batch, comment, prefix=prefix)
+            self._apply(family, batch)
 
 
 def _enable_forwarding(family: int) -> bool:
