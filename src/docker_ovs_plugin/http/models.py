@@ -174,9 +174,9 @@ class PortBinding(_Request):
         return v
 
     def to_mapping(self) -> PortMapping | None:
-        """None for the IPv6 wildcard `::`: published ports answer on the host's IPv4
-        addresses (Docker sends `::` beside `0.0.0.0` for a plain `-p 8080:80`). An IPv6
-        host address is refused: nothing here could publish on it."""
+        """None for the IPv6 wildcard `::` (beside an IPv4 binding of the same port, see
+        ExternalConnectivityRequest): published ports answer on the host's IPv4 addresses.
+        An IPv6 host address is refused: nothing here could publish on it."""
         address = ipaddress.ip_address(self.HostIP) if self.HostIP else None
         if address is not None and not isinstance(address, IPv4Address):
             if not address.is_unspecified:

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from docker_ovs_plugin.contract import OVERLAY_CONTAINER_VETH_PREFIX, OVERLAY_HOST_VETH_PREFIX
 from docker_ovs_plugin.service.errors import BackendError
-from docker_ovs_plugin.service.model import CorruptState, OverlayEndpoint
+from docker_ovs_plugin.service.model import CorruptState, OverlayEndpoint, OverlayNetwork
 from docker_ovs_plugin.service.overlay import Overlay
 from docker_ovs_plugin.service.ports import Integration, Links, Northbound
 from docker_ovs_plugin.service.reconcile import Finding
@@ -86,18 +86,18 @@ class OverlayDrift:
         try:
             me = self._integration.chassis()
             out = self._leftovers(me.system_id, me.bridge)
-            docker = self._docker_view()
+            networks = self._overlay.networks()  # judged: exactly those Docker was asked about
+            docker = self._docker_view([n.network_id for n in networks])
             if docker is not None:
-                out += self._against_docker(me.system_id, docker)
+                out += self._against_docker(me.system_id, networks, docker)
         except BackendError as e:
             LOG.warning("overlay check skipped: %s", e)
             return []
         return out
 
-    def _docker_view(self) -> dict[str, DockerNetworkView] | None:
+    def _docker_view(self, ids: list[str]) -> dict[str, DockerNetworkView] | None:
         if self._docker is None:
             return None
-        ids = [n.network_id for n in self._overlay.networks()]
         subnets = [str(p.subnet) for p in self._nb.pools()]
         try:
             return self._docker.network_view(ids, subnets)
@@ -105,10 +105,12 @@ class OverlayDrift:
             LOG.warning("cannot ask Docker for its networks (%s); skipping overlay checks", e)
             return None
 
-    def _against_docker(self, me: str, docker: dict[str, DockerNetworkView]) -> list[Finding]:
+    def _against_docker(
+        self, me: str, networks: list[OverlayNetwork], docker: dict[str, DockerNetworkView]
+    ) -> list[Finding]:
         ov = self._overlay
         out = []
-        for net in ov.networks():
+        for net in networks:
             if net.network_id not in docker:
                 out.append(
                     Finding(

@@ -84,15 +84,16 @@ class Reconciler:
         if self._docker is None:
             return []
         driver = self._driver
+        networks = driver.networks()  # judged: exactly the networks Docker was asked about
         try:
             # By each network's own id: whatever name Docker shows as their driver (an alias,
             # NAME:TAG), a network it still has is never taken for gone.
-            docker = self._docker.endpoints_of([n.network_id for n in driver.networks()])
+            docker = self._docker.endpoints_of([n.network_id for n in networks])
         except Exception as e:  # Docker down or restarting: judge nothing against it
             LOG.warning("cannot ask Docker for its networks (%s); skipping that check", e)
             return []
         out = []
-        for net in driver.networks():
+        for net in networks:
             if net.network_id not in docker:
                 out.append(
                     Finding(
