@@ -3,7 +3,8 @@
 #  1. Make iptables the backend (nf_tables or legacy) that holds the host's rules, so the
 #     plugin's rules land beside Docker's (IPTABLES_BACKEND=auto|nft|legacy).
 #  1b. Share the host's xtables lock, so that iptables-legacy writes of the plugin and of
-#     dockerd never interleave: with the host's /run mounted at /run/host, iptables locks
+#     dockerd never interleave: with the host's /run mounted (not recursively: submounts
+#     would pin the network namespaces under /run) at /run/host, iptables locks
 #     /run/host/xtables.lock, which is the host's /run/xtables.lock (the nft backend takes no
 #     lock). The file may not exist yet (nothing ran iptables-legacy since boot): iptables
 #     creates it there, so the plugin needs the directory, not the file.
@@ -40,9 +41,9 @@ done
 
 if [ -d /run/host ]; then
     export XTABLES_LOCKFILE=/run/host/xtables.lock
-else
+elif [ "$backend" = legacy ]; then
     echo "warning: the host's /run is not mounted at /run/host: iptables cannot take the" \
-        "host's xtables lock (needed with the legacy backend)" >&2
+        "host's xtables lock, and its writes may race dockerd's" >&2
 fi
 
 if [ ! -w /proc/sys/net/ipv4/ip_forward ]; then

@@ -108,6 +108,11 @@ def assert_shares_host_xtables_lock(pid: int) -> None:
     inside = os.stat(f"/proc/{pid}/root/run/host")
     host = os.stat("/run")
     assert (inside.st_dev, inside.st_ino) == (host.st_dev, host.st_ino), "not the host's /run"
+    # Not recursively: the mounts under the host's /run (network namespaces among them) must
+    # not be held by the plugin's mount namespace.
+    mounts = [line.split()[4] for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
+    below = [m for m in mounts if m.startswith("/run/host/")]
+    assert not below, f"the host's /run is mounted recursively: {below[:5]}"
 
 
 def free_port() -> int:

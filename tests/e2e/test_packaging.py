@@ -116,7 +116,7 @@ def test_container_image(plugin_image: str, busybox_image: str, leftovers_remove
                 "-v", f"{PLUGIN_DIR}:{PLUGIN_DIR}",
                 "-v", "/var/run/openvswitch:/var/run/openvswitch",
                 "-v", "/var/run/docker.sock:/var/run/docker.sock",
-                "-v", "/run:/run/host",
+                "--mount", "type=bind,source=/run,target=/run/host,bind-nonrecursive=true",
                 plugin_image,
                 "serve", "--name", driver, "--log-format", "json",
                 "--metrics-address", f"127.0.0.1:{metrics_port}",
